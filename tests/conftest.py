@@ -1,6 +1,7 @@
 """Test setup: the network is blocked for the suite and for notebook kernels."""
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(NETGUARD)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )
 os.environ.setdefault("MPLBACKEND", "Agg")
-# Any torch hub download would go to an isolated cache, never the user's.
-os.environ.setdefault("FTKIT_TEST", "1")
+# Torch's hub cache points at a fresh folder for this test session (notebook kernels
+# inherit it): tests neither depend on nor write into the user's ~/.cache/torch.
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="ftkit-test-torch-home-")
 
 # This process: install the same guard now (start-up ran before we set the variable).
 _spec = importlib.util.spec_from_file_location("ftkit_netguard", NETGUARD / "sitecustomize.py")
