@@ -35,6 +35,7 @@ from torch import nn
 from torchvision.transforms import functional as TF
 
 from ftkit._torchutil import atomic_path
+from ftkit.data import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "Backbone", "EMBEDDED_BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "WeightsError",
@@ -43,8 +44,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EMBEDDED_BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 _DOWNLOAD_TIMEOUT_S = 30.0
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ftkit import data as D
+from ftkit import datasources as S
 from ftkit.data import DataUnavailableError, list_datasets, load_dataset
 
 MEAN = np.array(D.IMAGENET_MEAN, np.float32).reshape(3, 1, 1)
@@ -75,7 +76,7 @@ def test_items_are_normalised_float_squares(name):
 
 @_needs("fashion_mnist")
 def test_fashion_pixels_match_raw_idx_file():
-    folder = D._fashion_dir()
+    folder = S.fashion_dir()
     with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
         raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as f:
@@ -106,7 +107,7 @@ def test_digits_pixels_match_sklearn():
 
 @_needs("animals")
 def test_animals_pixels_labels_and_class_order():
-    data_file, label_file = D._animal_files()
+    data_file, label_file = S.animal_files()
     with gzip.open(data_file) as f:
         images = pickle.load(f)
     with gzip.open(label_file) as f:
@@ -154,7 +155,7 @@ def test_subsample_larger_than_smallest_class_states_maximum():
 
 
 def test_photo_crops_train_and_test_never_share_pixels():
-    photos = D._read_photos()
+    photos = S._read_photos()
     train, test = D.photo_crop_boxes("train"), D.photo_crop_boxes("test")
     assert len(photos) == 12 and train.photo.nunique() == test.photo.nunique() == 12
     for p, photo in enumerate(photos):
@@ -243,7 +244,7 @@ def test_unknown_name_lists_known_names():
 @pytest.fixture
 def no_fashion(tmp_path, monkeypatch):
     """No system Fashion-MNIST, an empty ftkit cache, a private temp dir."""
-    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "usr-share-missing")
+    monkeypatch.setattr(S, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "usr-share-missing")
     monkeypatch.setenv("FTKIT_DATA_DIR", str(tmp_path / "cache"))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
@@ -276,7 +277,7 @@ def test_fashion_download_moves_complete_files_only(no_fashion, monkeypatch):
             calls.append(train)
             if fail and not train:
                 raise RuntimeError("connection reset")
-            for name in D._FASHION_FILES["train" if train else "test"]:
+            for name in S._FASHION_FILES["train" if train else "test"]:
                 shutil.copyfile(system / name, raw / name)
 
     monkeypatch.setattr("torchvision.datasets.FashionMNIST", FakeFashionMNIST)
@@ -288,12 +289,12 @@ def test_fashion_download_moves_complete_files_only(no_fashion, monkeypatch):
     ds = load_dataset("fashion_mnist", "test", n_per_class=1)
     assert len(ds) == 10 and calls == [True, False, True, False]
     assert sorted(p.name for p in _files(no_fashion / "cache")) == sorted(
-        n for pair in D._FASHION_FILES.values() for n in pair)
+        n for pair in S._FASHION_FILES.values() for n in pair)
     assert _files(no_fashion / "tmp") == []
 
 
 def test_missing_animals_names_install_command(monkeypatch):
-    monkeypatch.setattr(D, "ANIMAL_MNIST_PACKAGE", "ftkit_no_such_package_animal_mnist")
+    monkeypatch.setattr(S, "ANIMAL_MNIST_PACKAGE", "ftkit_no_such_package_animal_mnist")
     with pytest.raises(DataUnavailableError,
                        match=r"pip install --no-deps animal-mnist==0\.4") as err:
         load_dataset("animals")
