@@ -1,0 +1,249 @@
+"""Layer groups cover every parameter once; discriminative LRs match closed forms and survive schedulers."""
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from ftkit.freeze import freeze
+from ftkit.groups import LayerGroup, discriminative_lrs, group_lrs, layer_groups, param_groups
+from ftkit.surgery import find_head, replace_head
+
+
+@pytest.fixture
+def meta_regnet(monkeypatch):
+    """RegNet computes its block widths with tensor ops that cannot run on the meta device."""
+    from torchvision.models import regnet
+
+    original = regnet.BlockParams.from_init_params.__func__
+
+    def on_cpu(cls, *args, **kwargs):
+        with torch.device("cpu"):
+            return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(regnet.BlockParams, "from_init_params", classmethod(on_cpu))
+
+
+def meta_model(name: str, **kwargs) -> nn.Module:
+    with torch.device("meta"):  # no memory, no init cost, even for ViT-H
+        return torchvision.models.get_model(name, **kwargs)
+
+
+def assert_partition(model: nn.Module, groups: list[LayerGroup]) -> None:
+    ids = [id(p) for g in groups for p in g.parameters(model)]
+    assert len(ids) == len(set(ids)), "a parameter is in two groups"
+    assert set(ids) == {id(p) for p in model.parameters()}, "a parameter is in no group"
+    assert len({g.name for g in groups}) == len(groups)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # googlenet/inception init notices
+def test_every_parameter_in_exactly_one_group_for_every_torchvision_model(meta_regnet):
+    names = torchvision.models.list_models(module=torchvision.models)
+    assert len(names) >= 80
+    for name in names:
+        model = meta_model(name)
+        groups = layer_groups(model)
+        assert_partition(model, groups)
+        assert groups[0].name == "stem", name
+        assert groups[-1].name == "head", name
+        assert 5 <= len(groups) <= 34, (name, len(groups))
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("resnet18", ["stem", "layer1", "layer2", "layer3", "layer4", "head"]),
+    ("mobilenet_v2", ["stem", "features.1", "features.2-3", "features.4-6", "features.7-10",
+                      "features.11-13", "features.14-16", "features.17", "features.18", "head"]),
+    ("vgg11", ["stem", "features.3", "features.6-8", "features.11-13", "features.16-18",
+               "classifier.0", "classifier.3", "head"]),
+    ("alexnet", ["stem", "features.3", "features.6", "features.8", "features.10",
+                 "classifier.1", "classifier.4", "head"]),
+    ("convnext_tiny", ["stem", "features.1", "features.2-3", "features.4-5", "features.6-7", "head"]),
+    ("densenet121", ["stem", "features.denseblock1", "features.denseblock2", "features.denseblock3",
+                     "features.denseblock4", "head"]),
+    ("mobilenet_v3_small", ["stem", "features.1", "features.2-3", "features.4-6", "features.7-8",
+                            "features.9-11", "features.12", "classifier.0", "head"]),
+])
+def test_group_names_per_family(name, expected):
+    assert [g.name for g in layer_groups(meta_model(name))] == expected
+
+
+def test_group_modules_read_as_the_architecture():
+    groups = {g.name: g for g in layer_groups(meta_model("resnet18"))}
+    assert groups["stem"].modules == ["conv1", "bn1"]  # relu/maxpool hold nothing
+    assert groups["head"].modules == ["fc"]
+    vit = {g.name: g for g in layer_groups(meta_model("vit_b_16"))}
+    assert vit["stem"].modules == ["conv_proj"]
+    assert vit["stem"].param_names == ["class_token", "encoder.pos_embedding"]
+    assert vit["encoder.layers.encoder_layer_11"].modules == ["encoder.layers.encoder_layer_11", "encoder.ln"]
+    dense = {g.name: g for g in layer_groups(meta_model("densenet121"))}
+    assert dense["features.denseblock1"].modules == ["features.denseblock1", "features.transition1"]
+    google = [g.name for g in layer_groups(meta_model("googlenet", aux_logits=True, init_weights=False))]
+    assert google == ["stem", "inception3", "inception4", "inception5", "aux", "head"]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11", "squeezenet1_1", "mobilenet_v2", "alexnet"])
+def test_head_group_is_what_find_head_finds(name):
+    model = meta_model(name)
+    assert layer_groups(model)[-1].modules == [find_head(model)]
+
+
+def test_efficientnet_lite_groups():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with torch.device("meta"):
+        model = EfficientNet.from_name("efficientnet-lite0")
+    groups = layer_groups(model)
+    assert_partition(model, groups)
+    assert [g.name for g in groups] == [
+        "stem", "_blocks.0", "_blocks.1-2", "_blocks.3-4", "_blocks.5-7", "_blocks.8-10",
+        "_blocks.11-14", "_blocks.15", "_conv_head", "head"]
+    assert groups[0].modules == ["_conv_stem", "_bn0"] and groups[-1].modules == ["_fc"]
+
+
+def test_replaced_head_with_hidden_layer_is_one_head_group():
+    model = meta_model("resnet18")
+    replace_head(model, 7, hidden=32)
+    groups = layer_groups(model)
+    assert_partition(model, groups)
+    assert groups[-1].modules == ["fc"]
+
+
+def test_added_module_gets_its_own_group_before_the_head():
+    model = meta_model("resnet18")
+    with torch.device("meta"):
+        model.extra = nn.Linear(4, 4)
+    groups = layer_groups(model)
+    assert_partition(model, groups)
+    assert [g.name for g in groups][-3:] == ["layer4", "extra", "head"]
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.neck = nn.Linear(4, 8)
+        self.norm = nn.LayerNorm(8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(self.norm(self.neck(self.pool(self.body(x * self.scale)).flatten(1))))
+
+
+def test_generic_fallback_uses_top_level_children_and_find_head():
+    model = _Net()
+    groups = layer_groups(model)
+    assert_partition(model, groups)
+    assert [(g.name, g.modules, g.param_names) for g in groups] == [
+        ("body", ["body"], ["scale"]), ("neck", ["neck", "norm"], []), ("head", ["out"], [])]
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2))
+    assert [(g.name, g.modules) for g in layer_groups(seq)] == [("1", ["1"]), ("head", ["3"])]
+
+
+# --------------------------------------------------------------------------- learning rates
+
+RESNET_GROUPS = 6
+
+
+def test_head_mult_closed_form():
+    groups = param_groups(meta_model("resnet18"), 1e-3, head_mult=10)
+    assert [g["name"] for g in groups] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3] * 5 + [1e-2], rel=1e-12)
+    assert all(g["initial_lr"] == g["lr"] and g["weight_decay"] == 0.0 for g in groups)
+
+
+def test_lr_range_is_geometric_from_lo_to_hi():
+    lo, hi = 1e-5, 1e-3
+    lrs = group_lrs(param_groups(meta_model("resnet18"), None, lr_range=(lo, hi)))
+    expected = [lo * (hi / lo) ** (i / (RESNET_GROUPS - 1)) for i in range(RESNET_GROUPS)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs[0] == pytest.approx(lo) and lrs[-1] == pytest.approx(hi)
+    ratios = [b / a for a, b in zip(lrs, lrs[1:])]
+    assert ratios == pytest.approx([100 ** 0.2] * 5, rel=1e-12)
+
+
+def test_decay_divides_each_lower_group():
+    lrs = group_lrs(param_groups(meta_model("resnet18"), 1e-2, decay=2.6))
+    assert lrs == pytest.approx([1e-2 / 2.6 ** (5 - i) for i in range(RESNET_GROUPS)], rel=1e-12)
+    assert discriminative_lrs(3, 1e-3, decay=10.0) == pytest.approx([1e-5, 1e-4, 1e-3])
+
+
+def test_groups_hold_exactly_the_layer_group_parameters():
+    model = meta_model("resnet18")
+    groups = param_groups(model, 1e-3, weight_decay=0.05)
+    for pg, lg in zip(groups, layer_groups(model)):
+        assert [id(p) for p in pg["params"]] == [id(p) for p in lg.parameters(model)]
+        assert pg["weight_decay"] == 0.05
+
+
+def test_frozen_groups_are_omitted_without_shifting_the_others():
+    model = torchvision.models.resnet18(num_classes=4)
+    freeze(model, k=2)
+    groups = param_groups(model, 1e-2, decay=2.6)
+    assert [g["name"] for g in groups] == ["layer2", "layer3", "layer4", "head"]
+    assert group_lrs(groups) == pytest.approx([1e-2 / 2.6 ** (3 - i) for i in range(4)], rel=1e-12)
+    everything = param_groups(model, 1e-2, decay=2.6, trainable_only=False)
+    assert len(everything) == RESNET_GROUPS
+
+
+def test_no_decay_split_puts_1d_tensors_at_zero_decay():
+    model = meta_model("resnet18")
+    groups = param_groups(model, 1e-3, weight_decay=0.1, no_decay_bn_bias=True)
+    assert [g["name"] for g in groups][:2] == ["stem", "stem/no_decay"]
+    for g in groups:
+        decayed = not g["name"].endswith("/no_decay")
+        assert all((p.dim() > 1) == decayed for p in g["params"])
+        assert g["weight_decay"] == (0.1 if decayed else 0.0)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_bad_lr_options_raise():
+    model = meta_model("resnet18")
+    with pytest.raises(ValueError, match="one of"):
+        param_groups(model, 1e-3, head_mult=10, decay=2.6)
+    with pytest.raises(ValueError, match="lr_range"):
+        param_groups(model, 1e-2, lr_range=(1e-5, 1e-3))
+    with pytest.raises(ValueError, match="positive"):
+        param_groups(model, None)
+    with pytest.raises(ValueError, match="no head"):
+        param_groups(nn.Sequential(nn.Conv2d(3, 3, 1)), 1e-3, head_mult=10)
+
+
+def _optimizer(model: nn.Module, **kw) -> torch.optim.Optimizer:
+    return torch.optim.SGD(param_groups(model, 1e-2, **kw), momentum=0.9)
+
+
+def _step(opt, sched, n):
+    for _ in range(n):
+        opt.step()  # no gradients: a no-op that keeps the scheduler's order check happy
+        sched.step()
+
+
+def test_schedulers_keep_per_group_ratios():
+    model = torchvision.models.resnet18(num_classes=4)
+    start = group_lrs(param_groups(model, 1e-2, decay=2.6))
+
+    opt = _optimizer(model, decay=2.6)
+    _step(opt, torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1), 5)
+    assert group_lrs(opt) == pytest.approx([lr * 0.01 for lr in start], rel=1e-9)
+
+    opt = _optimizer(model, decay=2.6)
+    _step(opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10), 3)
+    factor = (1 + math.cos(math.pi * 3 / 10)) / 2
+    assert group_lrs(opt) == pytest.approx([lr * factor for lr in start], rel=1e-9)
+
+    opt = _optimizer(model, decay=2.6)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=group_lrs(opt), total_steps=10)
+    for _ in range(9):
+        now = group_lrs(opt)
+        assert [lr / now[-1] for lr in now] == pytest.approx([lr / start[-1] for lr in start], rel=1e-9)
+        _step(opt, sched, 1)
+
+
+def test_scalar_max_lr_in_one_cycle_flattens_the_groups():
+    """The trap group_lrs avoids: OneCycleLR(max_lr=scalar) overwrites every group's LR."""
+    opt = _optimizer(meta_model("resnet18"), head_mult=10)
+    torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=10)
+    assert len(set(group_lrs(opt))) == 1
