@@ -1,0 +1,545 @@
+"""Tests for ftkit.train: fit/evaluate against hand-written torch, schedules
+against closed forms, NaN and Ctrl-C handling, checkpoints, k-fold."""
+import copy
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ftkit.train import (History, LivePlot, StopTraining, cross_validate, evaluate, fit, kfold_indices,
+                         load_checkpoint, save_checkpoint)
+
+
+class Quadrants(Dataset):
+    """3x16x16 noise; the class (0-3) is the quadrant made brighter. Learnable by a tiny CNN."""
+
+    def __init__(self, n: int, seed: int = 0, shift: float = 0.5):
+        g = torch.Generator().manual_seed(seed)
+        self.targets = torch.randint(0, 4, (n,), generator=g).numpy()
+        self.x = torch.randn(n, 3, 16, 16, generator=g)
+        for i, c in enumerate(self.targets):
+            r, q = divmod(int(c), 2)
+            self.x[i, :, 8 * r:8 * r + 8, 8 * q:8 * q + 8] += shift
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.targets[i])
+
+
+class TinyNet(nn.Module):
+    def __init__(self, bn: bool = True, dropout: float = 0.0):
+        super().__init__()
+        norm = nn.BatchNorm2d(8) if bn else nn.Identity()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm, nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x):                          # (B, 3, 16, 16) -> (B, 4)
+        return self.fc(self.drop(self.features(x).flatten(1)))
+
+
+def tiny(seed=0, **kw):
+    torch.manual_seed(seed)
+    return TinyNet(**kw)
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Quadrants(192, seed=0), Quadrants(96, seed=1)
+
+
+FAST = dict(progress=False, device="cpu")
+
+
+# ---------------------------------------------------------------- learning, reference, determinism
+
+def test_fit_learns_the_task(data):
+    train, val = data
+    model = tiny()
+    before = evaluate(model, val, device="cpu")
+    h = fit(model, train, val, epochs=3, lr=0.1, batch_size=32, **FAST)
+    ep = h.epoch_frame()
+    assert list(ep["epoch"]) == [1, 2, 3] and list(ep["step"]) == [6, 12, 18]
+    assert ep["train_loss"].iloc[-1] < 0.5 * ep["train_loss"].iloc[0]
+    assert before["acc"] < 0.45 and ep["val_acc"].iloc[-1] > 0.9
+    after = evaluate(model, val, device="cpu")
+    assert after["acc"] == pytest.approx(ep["val_acc"].iloc[-1]) and after["n"] == 96
+    assert h.stopped_reason is None and not h.interrupted
+
+
+def test_fit_equals_a_hand_written_loop(data):
+    """Same data order, same SGD updates as the plain PyTorch loop, bit for bit."""
+    train, _ = data
+    model = tiny()
+    ref = copy.deepcopy(model)
+    h = fit(model, train, epochs=2, lr=0.05, batch_size=32, seed=3, **FAST)
+
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    loader = DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(3))
+    losses = []
+    for _ in range(2):
+        for x, y in loader:
+            loss = F.cross_entropy(ref(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert h.step_frame()["loss"].tolist() == losses
+    assert_same_state(state(model), state(ref))
+
+
+def test_same_seed_same_history_bit_for_bit(data):
+    train, val = data
+    runs = []
+    for _ in range(2):
+        model = tiny(dropout=0.3)  # dropout draws random numbers: fit seeds them
+        h = fit(model, train, val, epochs=2, lr=0.05, seed=7, eval_every=4, **FAST)
+        runs.append((h, state(model)))
+    (h1, s1), (h2, s2) = runs
+    assert h1.steps == h2.steps
+    strip = lambda rows, key: [{k: v for k, v in r.items() if k != key} for r in rows]  # noqa: E731
+    assert strip(h1.evals, "elapsed_s") == strip(h2.evals, "elapsed_s")
+    assert strip(h1.epochs, "time_s") == strip(h2.epochs, "time_s")
+    assert_same_state(s1, s2)
+    h3 = fit(tiny(dropout=0.3), train, epochs=1, lr=0.05, seed=8, **FAST)
+    assert h3.step_frame()["loss"].tolist() != h1.step_frame()["loss"].tolist()[:6]
+
+
+def test_fit_leaves_the_global_rng_alone(data):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    model = tiny(dropout=0.5)
+    torch.manual_seed(123)
+    fit(model, data[0], epochs=1, lr=0.01, seed=0, **FAST)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_strategies_with_the_same_seed_see_the_same_batches(data):
+    train, _ = data
+    seen = {}
+    for name, opt, frozen in [("sgd", "sgd", False), ("adam_head_only", "adam", True)]:
+        model = tiny()
+        if frozen:
+            model.features.requires_grad_(False)
+        batches = []  # a fingerprint of each training batch, in order
+        model.register_forward_pre_hook(lambda m, args: batches.append(args[0].sum().item()) if m.training else None)
+        fit(model, train, epochs=2, optimizer=opt, lr=1e-2, seed=5, **FAST)
+        seen[name] = batches
+    assert len(seen["sgd"]) == 12 and seen["sgd"] == seen["adam_head_only"]
+
+
+# ---------------------------------------------------------------- optimizer, groups, schedules
+
+def test_only_trainable_parameters_are_optimised(data):
+    model = tiny()
+    model.features.requires_grad_(False)
+    body = {k: v.detach().clone() for k, v in model.features.named_parameters()}
+    head = model.fc.weight.detach().clone()
+    fit(model, data[0], epochs=1, lr=0.1, weight_decay=0.1, **FAST)
+    assert_same_state(body, dict(model.features.named_parameters()))
+    assert not torch.equal(head, model.fc.weight)
+
+
+def test_nothing_trainable_is_a_clear_error_and_changes_nothing(data):
+    model = tiny()
+    model.requires_grad_(False)
+    before = state(model)
+    with pytest.raises(ValueError, match="nothing to train"):
+        fit(model, data[0], **FAST)
+    assert_same_state(before, state(model))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(optimizer="lbfgs"), "sgd"), (dict(schedule="linear"), "cosine"), (dict(epochs=0), "epochs"),
+    (dict(amp="yes"), "amp"), (dict(eval_every=0), "eval_every")])
+def test_bad_arguments_name_the_choices(data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fit(tiny(), data[0], **FAST, **kwargs)
+
+
+def test_optimizer_for_another_model_is_rejected(data):
+    other = tiny()
+    with pytest.raises(ValueError, match="not in this model"):
+        fit(tiny(), data[0], optimizer=torch.optim.SGD(other.parameters(), lr=0.1), **FAST)
+
+
+def _onecycle(t, T, peak, pct=0.3, div=25.0, final_div=1e4):
+    """Closed form of torch's OneCycleLR (cos annealing, two phases)."""
+    start, low = peak / div, peak / div / final_div
+    e1, e2 = pct * T - 1, T - 1
+    anneal = lambda a, b, p: b + (a - b) / 2 * (math.cos(math.pi * p) + 1)  # noqa: E731
+    return anneal(start, peak, t / e1) if t <= e1 else anneal(peak, low, (t - e1) / (e2 - e1))
+
+
+CLOSED_FORMS = {
+    "constant": lambda t, T, lr: lr,
+    "step": lambda t, T, lr: lr * 0.1 ** (t // math.ceil(T / 3)),
+    "cosine": lambda t, T, lr: lr * (1 + math.cos(math.pi * t / T)) / 2,
+    "onecycle": lambda t, T, lr: _onecycle(t, T, lr),
+}
+
+
+@pytest.mark.parametrize("schedule", list(CLOSED_FORMS))
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_schedules_match_closed_forms_and_keep_group_ratios(data, schedule, optimizer):
+    model = tiny()
+    groups = [{"params": model.features.parameters(), "lr": 0.01, "name": "body"},
+              {"params": model.fc.parameters(), "lr": 0.1, "name": "head"}]
+    T = 10  # 10 steps over 4-batch epochs: the schedule spans epochs, not one epoch
+    h = fit(model, data[0], lr=123.0, param_groups=groups, optimizer=optimizer, schedule=schedule,
+            max_steps=T, batch_size=48, **FAST)
+    steps = h.step_frame()
+    assert list(steps.columns) == ["step", "epoch", "loss", "lr/body", "lr/head"]
+    assert steps["step"].tolist() == list(range(1, T + 1))
+    assert steps["epoch"].tolist() == [1] * 4 + [2] * 4 + [3] * 2
+    for name, base in [("body", 0.01), ("head", 0.1)]:
+        expected = [CLOSED_FORMS[schedule](t, T, base) for t in range(T)]
+        np.testing.assert_allclose(steps[f"lr/{name}"], expected, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(steps["lr/head"] / steps["lr/body"], 10.0, rtol=1e-12)
+    if schedule != "constant":
+        assert steps["lr/head"].iloc[-1] < 0.5 * steps["lr/head"].max()
+
+
+def test_with_ftkit_groups_and_freeze(data):
+    """Discriminative LRs from ftkit.groups survive a cosine schedule; frozen BN stays frozen."""
+    groups_mod = pytest.importorskip("ftkit.groups")
+    freeze_mod = pytest.importorskip("ftkit.freeze")
+    model = tiny()
+    groups = groups_mod.param_groups(model, 0.1, decay=2.6)
+    h = fit(model, data[0], param_groups=groups, schedule="cosine", max_steps=6, **FAST)
+    steps = h.step_frame()
+    np.testing.assert_allclose(steps["lr/head"] / steps["lr/features"], 2.6, rtol=1e-12)
+
+    model = tiny()
+    freeze_mod.freeze(model, all_but_head=True)
+    body = state(model.features)
+    fit(model, data[0], epochs=1, lr=0.1, **FAST)
+    assert_same_state(body, state(model.features))  # weights and running stats
+
+
+def test_max_steps_runs_exactly_that_many_steps(data):
+    h = fit(tiny(), data[0], data[1], epochs=1, max_steps=9, batch_size=64, lr=0.01, **FAST)
+    assert len(h.steps) == 9
+    assert h.epoch_frame()[["epoch", "step"]].values.tolist() == [[1, 3], [2, 6], [3, 9]]
+    assert h.config["total_steps"] == 9
+
+
+def test_eval_every_and_epoch_end_evaluations(data):
+    train, val = data
+    h = fit(tiny(), train, val, epochs=2, eval_every=4, lr=0.05, **FAST)  # 6 steps per epoch
+    ev = h.eval_frame()
+    assert ev["step"].tolist() == [4, 6, 8, 12]  # step 12 is both: evaluated once
+    assert ev["epoch"].tolist() == [1, 1, 2, 2]
+    assert (ev["elapsed_s"].diff().dropna() >= 0).all()
+    assert h.epoch_frame()["val_acc"].tolist() == ev.loc[ev["step"].isin([6, 12]), "val_acc"].tolist()
+    assert json.loads(json.dumps(h.to_dict())) == h.to_dict()
+    assert History.from_dict(h.to_dict()).steps == h.steps
+
+
+def test_frames_have_their_columns_when_empty():
+    h = History()
+    assert list(h.eval_frame().columns) == ["step", "epoch", "val_loss", "val_acc", "elapsed_s"]
+    assert list(h.epoch_frame().columns) == ["epoch", "step", "train_loss", "train_acc", "val_loss",
+                                            "val_acc", "time_s"]
+    assert list(h.step_frame().columns) == ["step", "epoch", "loss"]
+
+
+# ---------------------------------------------------------------- modes
+
+def test_modes_are_restored_and_pinned_eval_modules_stay_in_eval(data):
+    model = tiny()
+    bn = model.features[1]
+    bn.eval()  # "frozen" BatchNorm inside a model in train mode
+    stats = {k: v.clone() for k, v in bn.named_buffers()}
+    seen = []
+    bn.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    fit(model, data[0], data[1], epochs=1, lr=0.05, **FAST)
+    assert seen and not any(seen)
+    assert_same_state(stats, dict(bn.named_buffers()))  # running stats did not move
+    assert model.training and not bn.training
+
+    model.eval()
+    fit(model, data[0], epochs=1, lr=0.05, **FAST)
+    assert not any(m.training for m in model.modules())
+
+
+def test_evaluate_matches_hand_written_and_restores_mode(data):
+    model = tiny()
+    model.train()
+    res = evaluate(model, data[1], batch_size=40, device="cpu")
+    model.eval()
+    with torch.no_grad():
+        logits = model(data[1].x)
+    y = torch.as_tensor(data[1].targets)
+    model.train()
+    assert res["n"] == 96
+    assert res["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+    assert res["acc"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert all(m.training for m in model.modules())
+
+
+# ---------------------------------------------------------------- NaN, Ctrl-C, callbacks
+
+class Recorder:
+    """Keeps a copy of the model's state after every completed step."""
+
+    def __init__(self, model, stop_at=None, exc=KeyboardInterrupt):
+        self.model, self.stop_at, self.exc, self.states = model, stop_at, exc, {}
+
+    def on_step(self, history, row):
+        self.states[row["step"]] = state(self.model)
+        if row["step"] == self.stop_at:
+            raise self.exc("stop here")
+
+
+def test_huge_lr_stops_with_warning_at_last_good_weights(data):
+    model = tiny(bn=False)
+    rec = Recorder(model)
+    with pytest.warns(RuntimeWarning, match="fit\\(\\) stopped"):
+        h = fit(model, data[0], data[1], epochs=3, lr=1e20, callbacks=[rec], **FAST)
+    assert "loss became" in h.stopped_reason or "non-finite" in h.stopped_reason
+    assert not h.interrupted
+    n = len(h.steps)
+    assert 1 <= n < 18
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert_same_state(rec.states[n], state(model))
+    assert h.epochs[-1]["step"] == n and h.evals[-1]["step"] == n  # partial epoch closed and evaluated
+
+
+class InfGrad(torch.autograd.Function):
+    """Identity forward; from the k-th backward on, the gradient is inf (the loss stays finite)."""
+
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, x, k):
+        ctx.k = k
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        InfGrad.calls += 1
+        return (grad * math.inf if InfGrad.calls >= ctx.k else grad), None
+
+
+class InfGradNet(TinyNet):
+    def forward(self, x):
+        return self.fc(InfGrad.apply(self.features(x).flatten(1), 3))
+
+
+def test_step_that_makes_weights_infinite_is_rolled_back(data):
+    torch.manual_seed(0)
+    model = InfGradNet()
+    rec = Recorder(model)
+    InfGrad.calls = 0
+    with pytest.warns(RuntimeWarning, match="non-finite in step 3"):
+        h = fit(model, data[0], epochs=1, lr=0.05, callbacks=[rec], **FAST)
+    assert len(h.steps) == 2 and "non-finite" in h.stopped_reason
+    assert_same_state(rec.states[2], state(model))
+
+
+def test_an_error_inside_a_step_leaves_the_last_completed_weights(data):
+    model = tiny()
+    rec = Recorder(model)
+
+    class Boom:
+        def on_step(self, history, row):
+            if row["step"] == 2:
+                for g in opt.param_groups:
+                    g["lr"] = 1e39  # overflows float32 inside SGD's update: torch raises mid-step
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(RuntimeError, match="overflow"):
+        fit(model, data[0], epochs=1, optimizer=opt, callbacks=[rec, Boom()], **FAST)
+    assert_same_state(rec.states[2], state(model))
+
+
+def test_bf16_autocast_path_runs_on_cpu(data):
+    h = fit(tiny(), data[0], data[1], epochs=2, lr=0.1, amp=True, **FAST)
+    assert h.config["amp"] is True and h.stopped_reason is None
+    assert h.epochs[-1]["train_loss"] < h.epochs[0]["train_loss"]
+
+
+class Poison(nn.Module):
+    """Turns the input into inf on the k-th training forward pass (before BatchNorm sees it)."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k, self.calls = k, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.k:
+                return x * math.inf
+        return x
+
+
+def test_injected_inf_restores_params_and_batchnorm_stats(data):
+    model = tiny()
+    model.features.insert(0, Poison(k=5))
+    rec = Recorder(model)
+    with pytest.warns(RuntimeWarning, match="step 5"):
+        h = fit(model, data[0], epochs=2, lr=0.05, callbacks=[rec], **FAST)
+    assert len(h.steps) == 4 and "loss became" in h.stopped_reason
+    assert_same_state(rec.states[4], state(model))  # incl. running_mean/var polluted by the bad forward
+
+
+def test_keyboard_interrupt_returns_history_at_step_n(data):
+    model = tiny()
+    model.train()
+    rec = Recorder(model, stop_at=3)
+    h = fit(model, data[0], data[1], epochs=2, lr=0.05, callbacks=[rec], **FAST)
+    assert h.interrupted and "KeyboardInterrupt" in h.stopped_reason
+    assert len(h.steps) == 3 and h.steps[-1]["step"] == 3
+    assert_same_state(rec.states[3], state(model))
+    assert all(m.training for m in model.modules())
+
+
+def test_stop_training_from_a_callback_closes_the_epoch(data):
+    model = tiny()
+    h = fit(model, data[0], data[1], epochs=2, lr=0.05, callbacks=[Recorder(model, stop_at=2, exc=StopTraining)],
+            **FAST)
+    assert not h.interrupted and "callback" in h.stopped_reason
+    assert len(h.steps) == 2 and h.epochs[-1]["step"] == 2 and h.evals[-1]["step"] == 2
+
+
+def test_liveplot_is_harmless_outside_a_notebook(data, capsys):
+    h = fit(tiny(), data[0], data[1], epochs=1, lr=0.05, callbacks=[LivePlot(every=1)], **FAST)
+    assert len(h.steps) == 6
+    assert capsys.readouterr().out == ""
+
+
+def test_liveplot_updates_one_display_in_a_notebook(data, monkeypatch):
+    import IPython.display
+
+    import ftkit.train
+
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append(("update", [len(ax.lines) for ax in fig.axes]))
+
+    def fake_display(fig, display_id=False):
+        shown.append(("display", [len(ax.lines) for ax in fig.axes]))
+        return Handle()
+
+    monkeypatch.setattr(ftkit.train, "_in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    fit(tiny(), data[0], data[1], epochs=2, lr=0.05, callbacks=[LivePlot(every=4)], **FAST)
+    # draws at steps 4, 8, 12 and at both epoch-end evaluations: one display, then updates in place
+    assert [kind for kind, _ in shown] == ["display"] + ["update"] * 4
+    assert shown[-1][1] == [2, 1]  # train + val loss; val accuracy
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def test_checkpoint_round_trip_then_training_continues_identically(data, tmp_path):
+    train, val = data
+    model_a = tiny()
+    opt_a = torch.optim.SGD(model_a.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    h = fit(model_a, train, val, max_steps=5, optimizer=opt_a, **FAST)
+    path = save_checkpoint(tmp_path / "ck.pt", model_a, opt_a, history=h, note="after 5", lrs=[0.05])
+
+    model_b = tiny(seed=99)  # different init: everything must come from the file
+    opt_b = torch.optim.SGD(model_b.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
+    meta = load_checkpoint(path, model_b, opt_b)
+    assert meta["note"] == "after 5" and meta["lrs"] == [0.05] and meta["history"].steps == h.steps
+    assert_same_state(state(model_a), state(model_b))  # params and buffers (BN stats)
+    sa, sb = opt_a.state_dict(), opt_b.state_dict()
+    assert sa["param_groups"] == sb["param_groups"]
+    for k in sa["state"]:
+        assert torch.equal(sa["state"][k]["momentum_buffer"], sb["state"][k]["momentum_buffer"])
+
+    # continue both: the reloaded pair follows the uninterrupted one exactly
+    ha = fit(model_a, train, max_steps=5, optimizer=opt_a, seed=1, **FAST)
+    hb = fit(model_b, train, max_steps=5, optimizer=opt_b, seed=1, **FAST)
+    assert ha.steps == hb.steps
+    assert_same_state(state(model_a), state(model_b))
+
+
+def test_checkpoint_write_is_atomic(data, tmp_path, monkeypatch):
+    model = tiny()
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, model, epoch=1)
+    good = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, epoch=2)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "new.pt", model)
+    assert path.read_bytes() == good
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt"]  # no temp files, no half-written new.pt
+
+
+def test_checkpoint_rejects_bad_meta_and_mismatched_models(tmp_path):
+    with pytest.raises(TypeError, match="plain data"):
+        save_checkpoint(tmp_path / "x.pt", tiny(), thing=object())
+    assert not (tmp_path / "x.pt").exists()
+    path = save_checkpoint(tmp_path / "ck.pt", tiny(bn=False))
+    model = tiny()
+    before = state(model)
+    with pytest.raises(ValueError, match="missing in checkpoint: features.1.running_mean"):
+        load_checkpoint(path, model)
+    assert_same_state(before, state(model))
+    with pytest.raises(ValueError, match="no optimizer state"):
+        load_checkpoint(path, tiny(bn=False), torch.optim.SGD(tiny(bn=False).parameters(), lr=1))
+
+
+# ---------------------------------------------------------------- cross-validation
+
+def test_kfold_indices_are_stratified_partitions_fixed_by_seed(data):
+    train, _ = data
+    folds = kfold_indices(train, k=4, seed=0)
+    vals = np.concatenate([va for _, va in folds])
+    assert sorted(vals.tolist()) == list(range(len(train)))
+    overall = np.bincount(train.targets, minlength=4)
+    for tr, va in folds:
+        assert len(np.intersect1d(tr, va)) == 0
+        assert np.abs(np.bincount(train.targets[va], minlength=4) - overall / 4).max() <= 1
+    again = kfold_indices(train, k=4, seed=0)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    other = kfold_indices(train, k=4, seed=1)
+    assert not np.array_equal(folds[0][1], other[0][1])
+    with pytest.raises(ValueError, match="k must be"):
+        kfold_indices(train, k=1)
+
+
+def test_cross_validate_rows_summary_and_determinism(data):
+    train, _ = data
+    kw = dict(k=3, seed=0, epochs=2, lr=0.05, **FAST)
+    df = cross_validate(lambda: TinyNet(), train, **kw)
+    assert df.columns.tolist() == ["fold", "n_train", "n_val", "val_loss", "val_acc", "time_s"]
+    assert df["fold"].tolist() == [0, 1, 2] and df["n_val"].sum() == len(train)
+    assert (df["n_train"] + df["n_val"] == len(train)).all()
+    assert (df["val_acc"] > 0.6).all()
+    s = df.attrs["summary"]
+    assert s["val_acc_mean"] == pytest.approx(df["val_acc"].mean())
+    assert s["val_acc_std"] == pytest.approx(df["val_acc"].std(ddof=1))
+    again = cross_validate(lambda: TinyNet(), train, **kw)
+    assert again["val_loss"].tolist() == df["val_loss"].tolist()
