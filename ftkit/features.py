@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ftkit._torchutil import atomic_path, get_module
-from ftkit.train import _modes, _restore_modes, _runtime
+from ftkit.runtime import resolve_runtime, restore_modes, save_modes
 
 CLASSIFIERS = ("logistic", "svm", "linear", "mlp")
 
@@ -170,9 +170,9 @@ def _resolve_layer(model: nn.Module, layer: str | None) -> tuple[str, str]:
         get_module(model, layer)  # KeyError listing candidates
         return layer, "output"
     try:
-        from ftkit.surgery import find_head
-    except ImportError as err:  # pragma: no cover - surgery ships with ftkit
-        raise ValueError("layer=None means 'the input of the head', which needs ftkit.surgery.find_head; "
+        from ftkit.heads import find_head
+    except ImportError as err:  # pragma: no cover - heads ships with ftkit
+        raise ValueError("layer=None means 'the input of the head', which needs ftkit.heads.find_head; "
                          "pass the layer's name instead, e.g. layer='avgpool'") from err
     return find_head(model), "input"
 
@@ -231,7 +231,7 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
             left as they were. It is moved to ``device`` (and stays there).
         data: yields ``(x, label)``.
         layer: None -> the input of the classifier head
-            (:func:`ftkit.surgery.find_head`), i.e. the penultimate features;
+            (:func:`ftkit.heads.find_head`), i.e. the penultimate features;
             a qualified name ("features.6", "layer3") -> that layer's output,
             global-average-pooled when it is a ``(B, C, H, W)`` map.
         batch_size: items per forward pass.
@@ -247,7 +247,7 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
     if len(data) == 0:
         raise ValueError("extract_features() got an empty data set")
     layer_name, hook = _resolve_layer(model, layer)
-    rt = _runtime(device)
+    rt = resolve_runtime(device)
     precision = f"{rt.device.type}-{'bf16' if rt.amp else 'fp32'}"
     key = hashlib.blake2b("|".join([weights_hash(model), data_fingerprint(data), layer_name, hook,
                                     precision]).encode(), digest_size=16).hexdigest()
@@ -261,13 +261,13 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
         _STATS["disk_hits"] += 1
     else:
         _STATS["misses"] += 1
-        modes = _modes(model)
+        modes = save_modes(model)
         model.to(rt.device)
         model.eval()
         try:
             X, y = _run(model, data, layer_name, hook, batch_size, rt)
         finally:
-            _restore_modes(modes)
+            restore_modes(modes)
         found = Features(X, y, layer_name, key, hook)
         if cache_dir:
             _write_disk(_disk_path(cache_dir, key), found)

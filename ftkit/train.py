@@ -1,5 +1,4 @@
-"""Training: ``fit`` and ``evaluate`` return data (a :class:`History`, a dict);
-checkpoints; k-fold cross-validation.
+"""The training loop: ``fit`` and ``evaluate`` return data (a History, a dict).
 
 The loop is the plain PyTorch one (forward, cross-entropy, backward, step),
 with the bookkeeping a learner should not have to write each time:
@@ -10,11 +9,15 @@ with the bookkeeping a learner should not have to write each time:
   batches in the same order, and the caller's global RNG is left alone;
 * learning-rate schedules are ``torch.optim.lr_scheduler`` objects stepped once
   per optimizer step over the whole run, so every param group keeps its own
-  ratio to the others (discriminative LRs survive the schedule);
+  ratio to the others (discriminative LRs survive the schedule; see
+  ``ftkit.optim``);
 * a NaN/Inf loss, or a step that makes a parameter non-finite, stops the run
   and leaves the model at its last good weights; Ctrl-C returns what was
   recorded so far;
 * every module's train/eval flag is restored when ``fit`` returns.
+
+Beside it: ``ftkit.history`` (the History record), ``ftkit.callbacks``
+(the callback protocol, LivePlot), ``ftkit.checkpoints``, ``ftkit.crossval``.
 
 >>> history = fit(model, train, val, epochs=3, lr=1e-2, schedule="cosine")   # doctest: +SKIP
 >>> history.epoch_frame()[["epoch", "train_loss", "val_acc"]]                 # doctest: +SKIP
@@ -22,29 +25,23 @@ with the bookkeeping a learner should not have to write each time:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim import lr_scheduler
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ftkit._torchutil import atomic_path, resolve_device
+from ftkit.callbacks import callback_list, dispatch
+from ftkit.history import History
+from ftkit.optim import SCHEDULES, build_optimizer, group_names, make_scheduler, optimizer_to
+from ftkit.runtime import Runtime, resolve_runtime, restore_modes, rng_devices, save_modes
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
-STEP_GAMMA = 0.1  # "step" schedule: LR x 0.1 after each third of the run
-CHECKPOINT_FORMAT = "ftkit-checkpoint-1"
+__all__ = ["StopTraining", "fit", "evaluate"]
 
 
 class StopTraining(Exception):
@@ -54,111 +51,10 @@ class StopTraining(Exception):
     """
 
 
-# ---------------------------------------------------------------- History
+# ---------------------------------------------------------------- evaluation
 
-@dataclass
-class History:
-    """What one :func:`fit` call recorded (all plain numbers: JSON-able).
-
-    Attributes:
-        steps: one row per optimizer step: ``step`` (1, 2, ...), ``epoch``
-            (1-based), ``loss`` (the batch loss) and ``lr/<group name>`` (the LR
-            the step used, per param group).
-        evals: one row per validation pass: ``step``, ``epoch``, ``val_loss``,
-            ``val_acc``, ``elapsed_s`` (training seconds so far, evaluation
-            time excluded, so curves of different strategies compare fairly).
-        epochs: one row per (possibly partial) epoch: ``epoch``, ``step``,
-            ``train_loss``, ``train_acc`` (over the epoch's batches, in train
-            mode), ``val_loss``, ``val_acc`` (None without validation data),
-            ``time_s`` (training seconds in the epoch, evaluation excluded).
-        interrupted: True when Ctrl-C (KeyboardInterrupt) ended the run.
-        stopped_reason: why the run ended early; None when it ran to the end.
-        config: the settings of the run (optimizer, lr, schedule, seed...).
-    """
-
-    steps: list[dict] = field(default_factory=list)
-    evals: list[dict] = field(default_factory=list)
-    epochs: list[dict] = field(default_factory=list)
-    interrupted: bool = False
-    stopped_reason: str | None = None
-    config: dict = field(default_factory=dict)
-
-    def step_frame(self) -> pd.DataFrame:
-        """Per-step rows as a DataFrame (columns present even when empty)."""
-        lr_cols = [f"lr/{g}" for g in self.config.get("groups", [])]
-        return pd.DataFrame(self.steps, columns=["step", "epoch", "loss", *lr_cols])
-
-    def eval_frame(self) -> pd.DataFrame:
-        """Per-evaluation rows as a DataFrame."""
-        return pd.DataFrame(self.evals, columns=["step", "epoch", "val_loss", "val_acc", "elapsed_s"])
-
-    def epoch_frame(self) -> pd.DataFrame:
-        """Per-epoch rows as a DataFrame."""
-        cols = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "time_s"]
-        return pd.DataFrame(self.epochs, columns=cols)
-
-    def to_dict(self) -> dict:
-        """A JSON-able copy (``json.dumps(history.to_dict())`` works)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "History":
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
-
-    def __repr__(self) -> str:
-        last = f", last loss={self.steps[-1]['loss']:.4g}" if self.steps else ""
-        val = f", val_acc={self.evals[-1]['val_acc']:.3f}" if self.evals else ""
-        return (f"History(steps={len(self.steps)}, epochs={len(self.epochs)}{last}{val}, "
-                f"interrupted={self.interrupted}, stopped_reason={self.stopped_reason!r})")
-
-
-# ---------------------------------------------------------------- devices, modes
-
-@dataclass(frozen=True)
-class _Runtime:
-    """Where and how to run: device, bf16 autocast, channels_last inputs."""
-
-    device: torch.device
-    amp: bool
-    channels_last: bool
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-
-def _runtime(device: str | torch.device = "auto", amp: bool | str = "auto") -> _Runtime:
-    dev = resolve_device(device)
-    if amp == "auto":
-        use = dev.type == "cuda"
-    elif isinstance(amp, bool):
-        use = amp
-    else:
-        raise ValueError(f"amp must be 'auto', True or False, not {amp!r}")
-    # bf16 autocast alone can be slower than fp32 on GPU; with channels_last it
-    # is ~1.7-2x faster (measured, see GPU.md), so the two go together.
-    return _Runtime(dev, use, use and dev.type == "cuda")
-
-
-def _modes(model: nn.Module) -> dict[nn.Module, bool]:
-    return {m: m.training for m in model.modules()}
-
-
-def _restore_modes(modes: dict[nn.Module, bool]) -> None:
-    for m, training in modes.items():
-        m.training = training  # per module: m.train() would recurse and undo pins
-
-
-def _evaluate(model: nn.Module, loader: DataLoader, rt: _Runtime) -> dict:
-    modes = _modes(model)
+def _evaluate(model: nn.Module, loader: DataLoader, rt: Runtime) -> dict:
+    modes = save_modes(model)
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
@@ -173,7 +69,7 @@ def _evaluate(model: nn.Module, loader: DataLoader, rt: _Runtime) -> dict:
                 correct += (out.argmax(1) == y).sum()
                 n += len(y)
     finally:
-        _restore_modes(modes)
+        restore_modes(modes)
     return {"loss": loss_sum.item() / n, "acc": correct.item() / n, "n": n}
 
 
@@ -189,92 +85,9 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
     """
     if len(data) == 0:
         raise ValueError("evaluate() got an empty data set")
-    rt = _runtime(device)
+    rt = resolve_runtime(device)
     model.to(rt.device)
     return _evaluate(model, DataLoader(data, batch_size=batch_size, shuffle=False), rt)
-
-
-# ---------------------------------------------------------------- optimizer and schedule
-
-def _check_owned(model: nn.Module, params: Iterable[nn.Parameter], what: str) -> None:
-    own = {id(p) for p in model.parameters()}
-    if any(id(p) not in own for p in params):
-        raise ValueError(f"{what} holds parameters that are not in this model; build it from "
-                         "this very model object (after any deepcopy or head replacement)")
-
-
-def _build_optimizer(model: nn.Module, optimizer: str | torch.optim.Optimizer,
-                     param_groups: Sequence[dict] | None, lr: float, momentum: float,
-                     weight_decay: float) -> torch.optim.Optimizer:
-    if isinstance(optimizer, torch.optim.Optimizer):
-        if param_groups is not None:
-            raise ValueError("pass either an optimizer instance or param_groups, not both")
-        opt = optimizer
-        groups = opt.param_groups
-    else:
-        if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a torch.optim.Optimizer, "
-                             f"not {optimizer!r}")
-        if param_groups is None:
-            groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "all"}]
-        else:
-            groups = [{**g, "params": list(g["params"]), "name": g.get("name", f"group{i}")}
-                      for i, g in enumerate(param_groups)]
-    params = [p for g in groups for p in g["params"]]
-    _check_owned(model, params, "the optimizer" if isinstance(optimizer, torch.optim.Optimizer)
-                 else "param_groups")
-    if not any(p.requires_grad for p in params):
-        raise ValueError(
-            f"nothing to train: none of the {len(params)} parameters given to the optimizer has "
-            "requires_grad=True (is the whole model frozen?). Unfreeze something first, e.g. "
-            "ftkit.freeze.unfreeze(model, names=[...]), or set p.requires_grad_(True).")
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return opt
-    name = optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return cls(groups, lr=lr, weight_decay=weight_decay)
-
-
-def _group_names(opt: torch.optim.Optimizer) -> list[str]:
-    names: list[str] = []
-    for i, g in enumerate(opt.param_groups):
-        base = str(g.get("name", f"group{i}"))
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}_{k}", k + 1
-        names.append(name)
-    return names
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | Callable,
-                   total_steps: int) -> lr_scheduler.LRScheduler:
-    """The per-step LR scheduler :func:`fit` uses, starting from each group's current LR.
-
-    Args:
-        optimizer: its groups' current ``lr`` are the base (peak for onecycle) LRs.
-        schedule: "constant"; "step" (x0.1 after each third of the run);
-            "cosine" (``lr * (1 + cos(pi t / T)) / 2``); "onecycle"
-            (``OneCycleLR`` with each group's LR as its peak); or a callable
-            ``(optimizer, total_steps) -> LRScheduler``.
-        total_steps: T, the number of optimizer steps in the run.
-    """
-    for g in optimizer.param_groups:
-        g["initial_lr"] = g["lr"]  # the base every torch scheduler scales, per group
-    if callable(schedule):
-        return schedule(optimizer, total_steps)
-    if schedule == "constant":
-        return lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    if schedule == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=max(1, math.ceil(total_steps / 3)), gamma=STEP_GAMMA)
-    if schedule == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if schedule == "onecycle":
-        cycle = any("betas" in g or g.get("momentum", 0) > 0 for g in optimizer.param_groups)
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                       total_steps=total_steps, cycle_momentum=cycle)
-    raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, not {schedule!r}")
 
 
 # ---------------------------------------------------------------- the loop
@@ -320,13 +133,6 @@ class _Snapshot:
         return bool(torch.isfinite(total_norm(self.params, norm_type=math.inf)))  # max |p|: cannot overflow
 
 
-def _call(callbacks: Sequence[Any], event: str, history: History, row: dict) -> None:
-    for cb in callbacks:
-        fn = getattr(cb, event, None)
-        if fn is not None:
-            fn(history, row)
-
-
 def _validate(train_data, val_data, epochs, max_steps, batch_size, eval_every, schedule) -> None:
     if len(train_data) == 0:
         raise ValueError("fit() got an empty training set")
@@ -361,11 +167,12 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         lr: LR of every group that does not set its own (ignored with an
             optimizer instance, whose groups' current LRs are used).
         optimizer: "sgd" (with ``momentum``), "adam", "adamw", or an instance.
-        param_groups: dicts for ``torch.optim`` (e.g. ``ftkit.groups.param_groups``),
-            each may carry ``lr``, ``weight_decay`` and a ``name``. Default: one
+        param_groups: dicts for ``torch.optim`` (e.g. ``ftkit.lr_groups.param_groups``),
+            each may carry ``lr``, ``weight_decay`` and a ``name``; a group
+            without them gets ``lr`` and ``weight_decay`` below. Default: one
             group "all" with every parameter that has ``requires_grad``.
         schedule: "constant" | "step" | "cosine" | "onecycle" | callable, per
-            step over the whole run (see :func:`make_scheduler`).
+            step over the whole run (see :func:`ftkit.optim.make_scheduler`).
         batch_size: minibatch size (the last batch may be smaller).
         seed: fixes the data order and the RNG seen by dropout/augmentation in
             this process; the caller's global RNG state is left unchanged.
@@ -375,10 +182,12 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         eval_every: also evaluate ``val_data`` every N steps (always at each epoch end).
         callbacks: objects with any of ``on_step``, ``on_eval``,
             ``on_epoch_end``, each called as ``(history, row)``; raise
-            :class:`StopTraining` to stop early.
+            :class:`StopTraining` to stop early (see ``ftkit.callbacks``,
+            e.g. its ``LivePlot``).
         progress: show a tqdm progress bar.
         amp: "auto" (bf16 autocast + channels_last on CUDA, fp32 on CPU), True, False.
-        momentum, weight_decay: for the optimizers built from a name.
+        momentum, weight_decay: for the optimizers built from a name (the
+            defaults of every param group that does not set its own).
         num_workers: DataLoader worker processes.
 
     Returns:
@@ -397,8 +206,8 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     inference; :func:`evaluate` does that itself.
     """
     _validate(train_data, val_data, epochs, max_steps, batch_size, eval_every, schedule)
-    rt = _runtime(device, amp)
-    opt = _build_optimizer(model, optimizer, param_groups, lr, momentum, weight_decay)
+    rt = resolve_runtime(device, amp)
+    opt = build_optimizer(model, optimizer, param_groups, lr, momentum, weight_decay)
     loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(seed), pin_memory=rt.device.type == "cuda")
     val_loader = None if val_data is None else DataLoader(val_data, batch_size=2 * batch_size,
@@ -409,9 +218,9 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     model.to(rt.device)  # validated above: from here on the model changes
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
-    _optimizer_to(opt, rt.device)
+    optimizer_to(opt, rt.device)
     sched = make_scheduler(opt, schedule, total)
-    names = _group_names(opt)
+    names = group_names(opt)
     named = isinstance(optimizer, str)
     history = History(config={
         "optimizer": optimizer if named else type(optimizer).__name__, "lr": lr if named else None,
@@ -419,17 +228,15 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         "batch_size": batch_size, "seed": seed, "epochs": n_epochs, "total_steps": total,
         "device": str(rt.device), "amp": rt.amp, "groups": names, "n_train": len(train_data),
         "n_val": None if val_data is None else len(val_data)})
-    if any(hasattr(callbacks, a) for a in ("on_step", "on_eval", "on_epoch_end")):
-        callbacks = [callbacks]  # a single callback object
-    callbacks = list(callbacks or ())
+    callbacks = callback_list(callbacks)
     loop = _Loop(model, opt, sched, loader, val_loader, rt, history, callbacks, names)
 
-    modes = _modes(model)
+    modes = save_modes(model)
     if not model.training:
         model.train()  # pins (submodules in eval inside a model in train mode) are kept otherwise
     bar = tqdm(total=total, desc="fit", unit="step", disable=not progress)
     try:
-        with torch.random.fork_rng(devices=_rng_devices(rt.device)):
+        with torch.random.fork_rng(devices=rng_devices(rt.device)):
             torch.manual_seed(seed)  # dropout and in-process augmentation: same seed, same draws
             loop.run(n_epochs, total, eval_every, bar)
     except _Diverged as err:
@@ -449,7 +256,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         raise
     finally:
         bar.close()
-        _restore_modes(modes)
+        restore_modes(modes)
     return history
 
 
@@ -481,7 +288,7 @@ class _Loop:
                 row = self.train_step(x, y)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
-                _call(self.callbacks, "on_step", self.history, row)
+                dispatch(self.callbacks, "on_step", self.history, row)
                 if eval_every is not None and self.step % eval_every == 0:
                     self.evaluate()
                 if self.step >= total:
@@ -533,7 +340,7 @@ class _Loop:
         row = {"step": self.step, "epoch": self.epoch, "val_loss": res["loss"], "val_acc": res["acc"],
                "elapsed_s": self.train_s() - (time.perf_counter() - t0)}
         evals.append(row)
-        _call(self.callbacks, "on_eval", self.history, row)
+        dispatch(self.callbacks, "on_eval", self.history, row)
         dt = time.perf_counter() - t0
         self.eval_s += dt
         self.epoch_eval_s += dt
@@ -547,236 +354,10 @@ class _Loop:
                "time_s": time.perf_counter() - self.t_epoch - self.epoch_eval_s}
         self.history.epochs.append(row)
         self.epoch_open = False
-        _call(self.callbacks, "on_epoch_end", self.history, row)
+        dispatch(self.callbacks, "on_epoch_end", self.history, row)
 
     def close_epoch_quietly(self) -> None:
         """After an early stop: record the partial epoch (a callback may stop again)."""
         if self.epoch_open:
             with contextlib.suppress(StopTraining):
                 self.end_epoch()
-
-
-def _rng_devices(device: torch.device) -> list[int]:
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
-
-
-def _optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
-    """Move optimizer state (momentum buffers...) beside the parameters."""
-    for state in opt.state.values():
-        for k, v in state.items():
-            if isinstance(v, torch.Tensor) and v.dim() > 0:
-                state[k] = v.to(device)
-
-
-# ---------------------------------------------------------------- live plot
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-class LivePlot:
-    """Callback that redraws the loss and accuracy curves in a notebook during :func:`fit`.
-
-    It updates one figure in place (a display handle, so the tqdm bar above
-    it survives). Outside a Jupyter kernel it does nothing.
-
-    >>> fit(model, train, val, epochs=5, callbacks=[LivePlot(every=10)])   # doctest: +SKIP
-    """
-
-    def __init__(self, every: int = 20, figsize: tuple[float, float] = (9.0, 3.0)):
-        self.every, self.figsize = every, figsize
-        self._fig = self._handle = self._history = None
-
-    def on_step(self, history: History, row: dict) -> None:
-        if row["step"] % self.every == 0:
-            self.draw(history)
-
-    def on_eval(self, history: History, row: dict) -> None:
-        self.draw(history)
-
-    def draw(self, history: History) -> None:
-        """Redraw now (called by the events above)."""
-        if not _in_notebook():
-            return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        if self._fig is None or history is not self._history:
-            self._fig, _ = plt.subplots(1, 2, figsize=self.figsize)
-            plt.close(self._fig)  # shown through the handle only
-            self._handle, self._history = None, history
-        ax_loss, ax_acc = self._fig.axes
-        steps, evals = history.step_frame(), history.eval_frame()
-        ax_loss.clear()
-        ax_loss.plot(steps["step"], steps["loss"], lw=0.8, label="train (batch)")
-        ax_loss.plot(evals["step"], evals["val_loss"], "o-", label="val")
-        ax_loss.set(xlabel="step", ylabel="loss")
-        ax_loss.legend()
-        ax_acc.clear()
-        ax_acc.plot(evals["step"], evals["val_acc"], "o-")
-        ax_acc.set(xlabel="step", ylabel="val accuracy")
-        if self._handle is None:
-            self._handle = display(self._fig, display_id=True)
-        else:
-            self._handle.update(self._fig)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-_PLAIN = (type(None), bool, int, float, str, torch.Tensor)
-
-
-def _check_plain(value: Any, where: str) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"checkpoint meta {where}: keys must be str, got {k!r}")
-            _check_plain(v, f"{where}.{k}")
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{where}[{i}]")
-    elif not isinstance(value, _PLAIN):
-        raise TypeError(f"checkpoint meta {where} is a {type(value).__name__}; use plain data "
-                        "(numbers, strings, lists, dicts, tensors) so it loads with weights_only=True")
-
-
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    history: History | None = None, **meta: Any) -> Path:
-    """Write model (and optimizer) state, the history and ``meta`` to ``path``.
-
-    The file is written beside ``path`` and renamed into place, so a crash
-    never leaves a half-written checkpoint (an earlier file stays intact).
-
-    Returns:
-        ``path`` as a Path.
-    """
-    _check_plain(meta, "meta")
-    payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
-               "optimizer": None if optimizer is None else optimizer.state_dict(),
-               "history": None if history is None else history.to_dict(), "meta": dict(meta)}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
-
-
-def _check_compatible(model: nn.Module, state: dict, optimizer, opt_state) -> None:
-    own = model.state_dict()
-    problems = [f"missing in checkpoint: {k}" for k in own if k not in state]
-    problems += [f"not in model: {k}" for k in state if k not in own]
-    problems += [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if problems:
-        raise ValueError(f"checkpoint does not fit {type(model).__name__} ({len(problems)} problems): "
-                         + "; ".join(problems[:10]) + ". Build the same architecture before loading.")
-    if optimizer is None:
-        return
-    if opt_state is None:
-        raise ValueError("the checkpoint has no optimizer state; call load_checkpoint without optimizer=")
-    sizes = [len(g["params"]) for g in optimizer.param_groups]
-    saved = [len(g["params"]) for g in opt_state["param_groups"]]
-    if sizes != saved:
-        raise ValueError(f"optimizer groups hold {sizes} parameters, the checkpoint's {saved}; "
-                         "build the optimizer over the same param groups before loading")
-
-
-def load_checkpoint(path: str | Path, model: nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Restore a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``).
-
-    Everything is checked before anything is loaded, so a mismatch leaves
-    the model and optimizer unchanged.
-
-    Returns:
-        The ``meta`` saved with it, plus ``"history"`` (a :class:`History`)
-        when one was saved.
-    """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an ftkit checkpoint (write one with ftkit.train.save_checkpoint)")
-    _check_compatible(model, payload["model"], optimizer, payload["optimizer"])
-    model.load_state_dict(payload["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
-    meta = dict(payload["meta"])
-    if payload["history"] is not None:
-        meta["history"] = History.from_dict(payload["history"])
-    return meta
-
-
-# ---------------------------------------------------------------- cross-validation
-
-def kfold_indices(data: Dataset, k: int = 5, *, seed: int = 0,
-                  stratified: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train indices, val indices) per fold; stratified by ``data.targets`` when present."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    n = len(data)
-    if not isinstance(k, int) or not 2 <= k <= n:
-        raise ValueError(f"k must be an int between 2 and len(data)={n}, not {k!r}")
-    targets = getattr(data, "targets", None)
-    if stratified and targets is not None:
-        y = np.asarray(targets)
-        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), y)
-    else:
-        folds = KFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n))
-    return [(np.asarray(tr), np.asarray(va)) for tr, va in folds]
-
-
-def fold_summary(folds: pd.DataFrame) -> dict:
-    """Mean and sample std (ddof=1) of val_loss and val_acc over the folds."""
-    out = {}
-    for col in ("val_loss", "val_acc"):
-        out[f"{col}_mean"] = float(folds[col].mean())
-        out[f"{col}_std"] = float(folds[col].std(ddof=1)) if len(folds) > 1 else 0.0
-    return out
-
-
-def cross_validate(make_model: Callable[[], nn.Module], data: Dataset, k: int = 5, *, seed: int = 0,
-                   stratified: bool = True, **fit_kwargs: Any) -> pd.DataFrame:
-    """k-fold cross-validation of ``fit`` on ``data``.
-
-    Each fold trains a fresh ``make_model()``, built under
-    ``torch.manual_seed(seed)`` (a forked RNG: the caller's is untouched) so
-    every fold starts from the same weights and differs only in its data.
-    ``seed`` also fixes the folds and each fit's data order.
-
-    Args:
-        make_model: builds a new model.
-        data: a dataset; with ``.targets`` the folds keep the class proportions.
-        k: number of folds.
-        **fit_kwargs: passed to :func:`fit` (epochs, lr, max_steps...).
-
-    Returns:
-        One row per fold: fold, n_train, n_val, val_loss, val_acc, time_s.
-        ``df.attrs["summary"]`` holds mean/std (see :func:`fold_summary`).
-        If Ctrl-C stops a fold, the finished folds are returned and
-        ``df.attrs["interrupted"]`` is True.
-    """
-    if "seed" in fit_kwargs:
-        raise TypeError("cross_validate() sets fit's seed itself; pass seed= once")
-    splits = kfold_indices(data, k, seed=seed, stratified=stratified)
-    rows, interrupted = [], False
-    for fold, (tr, va) in enumerate(splits):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = make_model()
-        val = Subset(data, va.tolist())
-        t0 = time.perf_counter()
-        history = fit(model, Subset(data, tr.tolist()), val, seed=seed, **fit_kwargs)
-        if history.interrupted:
-            interrupted = True
-            break
-        last = history.evals[-1]
-        rows.append({"fold": fold, "n_train": len(tr), "n_val": len(va), "val_loss": last["val_loss"],
-                     "val_acc": last["val_acc"], "time_s": time.perf_counter() - t0})
-    df = pd.DataFrame(rows, columns=["fold", "n_train", "n_val", "val_loss", "val_acc", "time_s"])
-    df.attrs["summary"] = fold_summary(df) if len(df) else {}
-    df.attrs["interrupted"] = interrupted
-    return df

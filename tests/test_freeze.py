@@ -9,8 +9,8 @@ from torch import nn
 
 from ftkit._torchutil import count_params, get_module
 from ftkit.freeze import audit, freeze, trainable_summary, unfreeze
-from ftkit.groups import param_groups
-from ftkit.surgery import find_head, replace_head
+from ftkit.heads import find_head, replace_head
+from ftkit.lr_groups import param_groups
 
 BODY_GROUPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
 

@@ -1,72 +1,26 @@
 """Tests for ftkit.train: fit/evaluate against hand-written torch, schedules
-against closed forms, NaN and Ctrl-C handling, checkpoints, k-fold."""
+against closed forms, weight decay with ftkit param groups, NaN and Ctrl-C handling."""
 import copy
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.data import DataLoader
 
-from ftkit.train import (History, LivePlot, StopTraining, cross_validate, evaluate, fit, kfold_indices,
-                         load_checkpoint, save_checkpoint)
+from ftkit.history import History
+from ftkit.train import StopTraining, evaluate, fit
 
-
-class Quadrants(Dataset):
-    """3x16x16 noise; the class (0-3) is the quadrant made brighter. Learnable by a tiny CNN."""
-
-    def __init__(self, n: int, seed: int = 0, shift: float = 0.5):
-        g = torch.Generator().manual_seed(seed)
-        self.targets = torch.randint(0, 4, (n,), generator=g).numpy()
-        self.x = torch.randn(n, 3, 16, 16, generator=g)
-        for i, c in enumerate(self.targets):
-            r, q = divmod(int(c), 2)
-            self.x[i, :, 8 * r:8 * r + 8, 8 * q:8 * q + 8] += shift
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], int(self.targets[i])
-
-
-class TinyNet(nn.Module):
-    def __init__(self, bn: bool = True, dropout: float = 0.0):
-        super().__init__()
-        norm = nn.BatchNorm2d(8) if bn else nn.Identity()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm, nn.ReLU(), nn.AdaptiveAvgPool2d(2))
-        self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(32, 4)
-
-    def forward(self, x):                          # (B, 3, 16, 16) -> (B, 4)
-        return self.fc(self.drop(self.features(x).flatten(1)))
-
-
-def tiny(seed=0, **kw):
-    torch.manual_seed(seed)
-    return TinyNet(**kw)
-
-
-def state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_same_state(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+from tiny_task import FAST, Quadrants, TinyNet, assert_same_state, state, tiny
 
 
 @pytest.fixture(scope="module")
 def data():
     return Quadrants(192, seed=0), Quadrants(96, seed=1)
-
-
-FAST = dict(progress=False, device="cpu")
 
 
 # ---------------------------------------------------------------- learning, reference, determinism
@@ -219,8 +173,8 @@ def test_schedules_match_closed_forms_and_keep_group_ratios(data, schedule, opti
 
 
 def test_with_ftkit_groups_and_freeze(data):
-    """Discriminative LRs from ftkit.groups survive a cosine schedule; frozen BN stays frozen."""
-    groups_mod = pytest.importorskip("ftkit.groups")
+    """Discriminative LRs from ftkit.lr_groups survive a cosine schedule; frozen BN stays frozen."""
+    groups_mod = pytest.importorskip("ftkit.lr_groups")
     freeze_mod = pytest.importorskip("ftkit.freeze")
     model = tiny()
     groups = groups_mod.param_groups(model, 0.1, decay=2.6)
@@ -233,6 +187,38 @@ def test_with_ftkit_groups_and_freeze(data):
     body = state(model.features)
     fit(model, data[0], epochs=1, lr=0.1, **FAST)
     assert_same_state(body, state(model.features))  # weights and running stats
+
+
+HAND_WRITTEN = {"sgd": lambda groups, wd: torch.optim.SGD(groups, lr=0.05, momentum=0.9, weight_decay=wd),
+                "adamw": lambda groups, wd: torch.optim.AdamW(groups, lr=0.05, weight_decay=wd)}
+
+
+@pytest.mark.parametrize("optimizer", list(HAND_WRITTEN))
+def test_fit_weight_decay_reaches_ftkit_param_groups(data, optimizer):
+    """param_groups(model, lr) leaves weight_decay to the optimizer, so fit's 1e-2 applies to every
+    group: the optimizer fit builds says so, and the weights match a hand-written loop bit for bit."""
+    lr_groups = pytest.importorskip("ftkit.lr_groups")
+    train, _ = data
+    model = tiny()
+    ref = copy.deepcopy(model)
+    seen = []  # weight_decay of each group, as the optimizer fit built has it, at every step
+    hook = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([g["weight_decay"] for g in opt.param_groups]))
+    try:
+        fit(model, train, param_groups=lr_groups.param_groups(model, 0.05), weight_decay=1e-2,
+            optimizer=optimizer, max_steps=4, seed=3, **FAST)
+    finally:
+        hook.remove()
+    assert seen == [[1e-2, 1e-2]] * 4  # groups "features" and "head"
+
+    opt = HAND_WRITTEN[optimizer](lr_groups.param_groups(ref, 0.05), 1e-2)
+    loader = DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(3))
+    for _, (x, y) in zip(range(4), loader):
+        loss = F.cross_entropy(ref(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert_same_state(state(model), state(ref))
 
 
 def test_max_steps_runs_exactly_that_many_steps(data):
@@ -420,126 +406,3 @@ def test_stop_training_from_a_callback_closes_the_epoch(data):
             **FAST)
     assert not h.interrupted and "callback" in h.stopped_reason
     assert len(h.steps) == 2 and h.epochs[-1]["step"] == 2 and h.evals[-1]["step"] == 2
-
-
-def test_liveplot_is_harmless_outside_a_notebook(data, capsys):
-    h = fit(tiny(), data[0], data[1], epochs=1, lr=0.05, callbacks=[LivePlot(every=1)], **FAST)
-    assert len(h.steps) == 6
-    assert capsys.readouterr().out == ""
-
-
-def test_liveplot_updates_one_display_in_a_notebook(data, monkeypatch):
-    import IPython.display
-
-    import ftkit.train
-
-    shown = []
-
-    class Handle:
-        def update(self, fig):
-            shown.append(("update", [len(ax.lines) for ax in fig.axes]))
-
-    def fake_display(fig, display_id=False):
-        shown.append(("display", [len(ax.lines) for ax in fig.axes]))
-        return Handle()
-
-    monkeypatch.setattr(ftkit.train, "_in_notebook", lambda: True)
-    monkeypatch.setattr(IPython.display, "display", fake_display)
-    fit(tiny(), data[0], data[1], epochs=2, lr=0.05, callbacks=[LivePlot(every=4)], **FAST)
-    # draws at steps 4, 8, 12 and at both epoch-end evaluations: one display, then updates in place
-    assert [kind for kind, _ in shown] == ["display"] + ["update"] * 4
-    assert shown[-1][1] == [2, 1]  # train + val loss; val accuracy
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def test_checkpoint_round_trip_then_training_continues_identically(data, tmp_path):
-    train, val = data
-    model_a = tiny()
-    opt_a = torch.optim.SGD(model_a.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
-    h = fit(model_a, train, val, max_steps=5, optimizer=opt_a, **FAST)
-    path = save_checkpoint(tmp_path / "ck.pt", model_a, opt_a, history=h, note="after 5", lrs=[0.05])
-
-    model_b = tiny(seed=99)  # different init: everything must come from the file
-    opt_b = torch.optim.SGD(model_b.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
-    meta = load_checkpoint(path, model_b, opt_b)
-    assert meta["note"] == "after 5" and meta["lrs"] == [0.05] and meta["history"].steps == h.steps
-    assert_same_state(state(model_a), state(model_b))  # params and buffers (BN stats)
-    sa, sb = opt_a.state_dict(), opt_b.state_dict()
-    assert sa["param_groups"] == sb["param_groups"]
-    for k in sa["state"]:
-        assert torch.equal(sa["state"][k]["momentum_buffer"], sb["state"][k]["momentum_buffer"])
-
-    # continue both: the reloaded pair follows the uninterrupted one exactly
-    ha = fit(model_a, train, max_steps=5, optimizer=opt_a, seed=1, **FAST)
-    hb = fit(model_b, train, max_steps=5, optimizer=opt_b, seed=1, **FAST)
-    assert ha.steps == hb.steps
-    assert_same_state(state(model_a), state(model_b))
-
-
-def test_checkpoint_write_is_atomic(data, tmp_path, monkeypatch):
-    model = tiny()
-    path = tmp_path / "ck.pt"
-    save_checkpoint(path, model, epoch=1)
-    good = path.read_bytes()
-
-    def broken_save(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, model, epoch=2)
-    with pytest.raises(OSError):
-        save_checkpoint(tmp_path / "new.pt", model)
-    assert path.read_bytes() == good
-    assert sorted(os.listdir(tmp_path)) == ["ck.pt"]  # no temp files, no half-written new.pt
-
-
-def test_checkpoint_rejects_bad_meta_and_mismatched_models(tmp_path):
-    with pytest.raises(TypeError, match="plain data"):
-        save_checkpoint(tmp_path / "x.pt", tiny(), thing=object())
-    assert not (tmp_path / "x.pt").exists()
-    path = save_checkpoint(tmp_path / "ck.pt", tiny(bn=False))
-    model = tiny()
-    before = state(model)
-    with pytest.raises(ValueError, match="missing in checkpoint: features.1.running_mean"):
-        load_checkpoint(path, model)
-    assert_same_state(before, state(model))
-    with pytest.raises(ValueError, match="no optimizer state"):
-        load_checkpoint(path, tiny(bn=False), torch.optim.SGD(tiny(bn=False).parameters(), lr=1))
-
-
-# ---------------------------------------------------------------- cross-validation
-
-def test_kfold_indices_are_stratified_partitions_fixed_by_seed(data):
-    train, _ = data
-    folds = kfold_indices(train, k=4, seed=0)
-    vals = np.concatenate([va for _, va in folds])
-    assert sorted(vals.tolist()) == list(range(len(train)))
-    overall = np.bincount(train.targets, minlength=4)
-    for tr, va in folds:
-        assert len(np.intersect1d(tr, va)) == 0
-        assert np.abs(np.bincount(train.targets[va], minlength=4) - overall / 4).max() <= 1
-    again = kfold_indices(train, k=4, seed=0)
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
-    other = kfold_indices(train, k=4, seed=1)
-    assert not np.array_equal(folds[0][1], other[0][1])
-    with pytest.raises(ValueError, match="k must be"):
-        kfold_indices(train, k=1)
-
-
-def test_cross_validate_rows_summary_and_determinism(data):
-    train, _ = data
-    kw = dict(k=3, seed=0, epochs=2, lr=0.05, **FAST)
-    df = cross_validate(lambda: TinyNet(), train, **kw)
-    assert df.columns.tolist() == ["fold", "n_train", "n_val", "val_loss", "val_acc", "time_s"]
-    assert df["fold"].tolist() == [0, 1, 2] and df["n_val"].sum() == len(train)
-    assert (df["n_train"] + df["n_val"] == len(train)).all()
-    assert (df["val_acc"] > 0.6).all()
-    s = df.attrs["summary"]
-    assert s["val_acc_mean"] == pytest.approx(df["val_acc"].mean())
-    assert s["val_acc_std"] == pytest.approx(df["val_acc"].std(ddof=1))
-    again = cross_validate(lambda: TinyNet(), train, **kw)
-    assert again["val_loss"].tolist() == df["val_loss"].tolist()

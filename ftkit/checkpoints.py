@@ -1,0 +1,104 @@
+"""Checkpoints: model (and optimizer) state, a History and metadata in one file.
+
+Files are written atomically (beside the target, then renamed), hold only
+plain data so they load with ``torch.load(..., weights_only=True)``, and are
+checked against the model before anything is loaded, so a mismatch leaves
+the model and optimizer unchanged.
+
+>>> save_checkpoint("run.pt", model, opt, history=history, note="head only")   # doctest: +SKIP
+>>> meta = load_checkpoint("run.pt", model, opt)                               # doctest: +SKIP
+>>> meta["note"], meta["history"]                                              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ftkit._torchutil import atomic_path
+from ftkit.history import History
+
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = "ftkit-checkpoint-1"
+
+_PLAIN = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"checkpoint meta {where}: keys must be str, got {k!r}")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(f"checkpoint meta {where} is a {type(value).__name__}; use plain data "
+                        "(numbers, strings, lists, dicts, tensors) so it loads with weights_only=True")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    history: History | None = None, **meta: Any) -> Path:
+    """Write model (and optimizer) state, the history and ``meta`` to ``path``.
+
+    The file is written beside ``path`` and renamed into place, so a crash
+    never leaves a half-written checkpoint (an earlier file stays intact).
+
+    Returns:
+        ``path`` as a Path.
+    """
+    _check_plain(meta, "meta")
+    payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+               "optimizer": None if optimizer is None else optimizer.state_dict(),
+               "history": None if history is None else history.to_dict(), "meta": dict(meta)}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def _check_compatible(model: nn.Module, state: dict, optimizer, opt_state) -> None:
+    own = model.state_dict()
+    problems = [f"missing in checkpoint: {k}" for k in own if k not in state]
+    problems += [f"not in model: {k}" for k in state if k not in own]
+    problems += [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if problems:
+        raise ValueError(f"checkpoint does not fit {type(model).__name__} ({len(problems)} problems): "
+                         + "; ".join(problems[:10]) + ". Build the same architecture before loading.")
+    if optimizer is None:
+        return
+    if opt_state is None:
+        raise ValueError("the checkpoint has no optimizer state; call load_checkpoint without optimizer=")
+    sizes = [len(g["params"]) for g in optimizer.param_groups]
+    saved = [len(g["params"]) for g in opt_state["param_groups"]]
+    if sizes != saved:
+        raise ValueError(f"optimizer groups hold {sizes} parameters, the checkpoint's {saved}; "
+                         "build the optimizer over the same param groups before loading")
+
+
+def load_checkpoint(path: str | Path, model: nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Restore a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``).
+
+    Everything is checked before anything is loaded, so a mismatch leaves
+    the model and optimizer unchanged.
+
+    Returns:
+        The ``meta`` saved with it, plus ``"history"`` (a :class:`History`)
+        when one was saved.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an ftkit checkpoint (write one with ftkit.checkpoints.save_checkpoint)")
+    _check_compatible(model, payload["model"], optimizer, payload["optimizer"])
+    model.load_state_dict(payload["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+    meta = dict(payload["meta"])
+    if payload["history"] is not None:
+        meta["history"] = History.from_dict(payload["history"])
+    return meta

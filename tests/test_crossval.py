@@ -1,0 +1,46 @@
+"""Tests for ftkit.crossval: stratified folds fixed by seed, one row per fold, summary, determinism."""
+import numpy as np
+import pytest
+
+from ftkit.crossval import cross_validate, kfold_indices
+
+from tiny_task import FAST, Quadrants, TinyNet
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Quadrants(192, seed=0), Quadrants(96, seed=1)
+
+
+# ---------------------------------------------------------------- cross-validation
+
+def test_kfold_indices_are_stratified_partitions_fixed_by_seed(data):
+    train, _ = data
+    folds = kfold_indices(train, k=4, seed=0)
+    vals = np.concatenate([va for _, va in folds])
+    assert sorted(vals.tolist()) == list(range(len(train)))
+    overall = np.bincount(train.targets, minlength=4)
+    for tr, va in folds:
+        assert len(np.intersect1d(tr, va)) == 0
+        assert np.abs(np.bincount(train.targets[va], minlength=4) - overall / 4).max() <= 1
+    again = kfold_indices(train, k=4, seed=0)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    other = kfold_indices(train, k=4, seed=1)
+    assert not np.array_equal(folds[0][1], other[0][1])
+    with pytest.raises(ValueError, match="k must be"):
+        kfold_indices(train, k=1)
+
+
+def test_cross_validate_rows_summary_and_determinism(data):
+    train, _ = data
+    kw = dict(k=3, seed=0, epochs=2, lr=0.05, **FAST)
+    df = cross_validate(lambda: TinyNet(), train, **kw)
+    assert df.columns.tolist() == ["fold", "n_train", "n_val", "val_loss", "val_acc", "time_s"]
+    assert df["fold"].tolist() == [0, 1, 2] and df["n_val"].sum() == len(train)
+    assert (df["n_train"] + df["n_val"] == len(train)).all()
+    assert (df["val_acc"] > 0.6).all()
+    s = df.attrs["summary"]
+    assert s["val_acc_mean"] == pytest.approx(df["val_acc"].mean())
+    assert s["val_acc_std"] == pytest.approx(df["val_acc"].std(ddof=1))
+    again = cross_validate(lambda: TinyNet(), train, **kw)
+    assert again["val_loss"].tolist() == df["val_loss"].tolist()
