@@ -1,0 +1,106 @@
+"""Plots: data in, Axes out (matplotlib only; nothing here computes results).
+
+>>> ax = plot_lr_find(lr_find(model, data))     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.axes import Axes
+
+__all__ = ["plot_lr_find"]
+
+
+def _new_axes() -> Axes:
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=(7, 4.5))
+    return ax
+
+
+def plot_lr_find(result, ax: Axes | None = None) -> Axes:
+    """Loss against LR from ``ftkit.lr_finder.lr_find``, with every rule's suggestion.
+
+    Shows the smoothed loss (a min-max band over seeds when the test was
+    repeated), the curve the rules looked at, and per rule a dashed line at the
+    suggested LR and a dot at the point of the curve it comes from (for
+    ``minimum`` the dot is the minimum, the line a tenth of it). With several
+    param groups: the LR of the lowest group on a second x axis (ratios kept),
+    or the groups held fixed.
+
+    Args:
+        result: an ``LRFindResult``.
+        ax: where to draw; a new figure when None.
+
+    Returns:
+        The Axes.
+    """
+    ax = ax if ax is not None else _new_axes()
+    settings = result.settings
+    lrs, smoothed = result.lrs, result.smoothed
+    if smoothed.shape[0] == 1:
+        ax.plot(lrs, result.losses[0], color="0.75", lw=0.8, label="loss")
+        ax.plot(lrs, smoothed[0], color="C0", lw=1.2, label="smoothed")
+    elif lrs.size:
+        seen = ~np.all(np.isnan(smoothed), axis=0)
+        lo = np.nanmin(smoothed[:, seen], axis=0)
+        hi = np.nanmax(smoothed[:, seen], axis=0)
+        ax.fill_between(lrs[seen], lo, hi, color="C0", alpha=0.25,
+                        label=f"min-max over {smoothed.shape[0]} seeds")
+        for row in smoothed:
+            ax.plot(lrs, row, color="C0", lw=0.5, alpha=0.5)
+    if result.curve_lrs.size:
+        ax.plot(result.curve_lrs, result.curve_losses, color="C0", lw=2.2,
+                label="curve used by the rules")
+
+    for i, (name, s) in enumerate(result.suggestions.items()):
+        if not s.ok:
+            continue
+        color = f"C{i + 1}"
+        ax.axvline(s.lr, color=color, ls="--", lw=1)
+        ax.plot(*s.point, "o", color=color, ms=7, label=f"{name}: {s.lr:.2e}")
+
+    ax.set_xscale("log" if settings.get("step_mode", "exp") == "exp" else "linear")
+    mode = "validation" if settings.get("mode") == "val" else "training"
+    several = len(result.group_lrs) > 1
+    ax.set_xlabel(f"learning rate ({settings['reference_group']})" if several else "learning rate")
+    ax.set_ylabel(f"{mode} loss")
+    _zoom(ax, result)
+    _group_axis(ax, result)
+    title = "LR range test"
+    if not result.reliable:
+        title += " -- unreliable (see result.notes)"
+    if result.interrupted:
+        title += " [interrupted]"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    return ax
+
+
+def _zoom(ax: Axes, result) -> None:
+    """Keep the divergence at the end from squashing the interesting part."""
+    curve = result.curve_losses if result.curve_losses.size else result.smoothed[~np.isnan(
+        result.smoothed)]
+    if curve.size == 0:
+        return
+    lo, hi = float(np.min(curve)), float(np.max(curve))
+    pad = 0.1 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1.0)
+    ax.set_ylim(lo - pad, hi + 2 * pad)
+
+
+def _group_axis(ax: Axes, result) -> None:
+    """Per-group LRs: a second x axis for the lowest group, or a note of fixed groups."""
+    if len(result.group_lrs) < 2:
+        return
+    swept, base = result.settings["swept_ratios"], result.settings["base_lrs"]
+    fixed = {n: lr for n, lr in base.items() if swept[n] is None}
+    if fixed:
+        text = "held fixed: " + ", ".join(f"{n}={lr:.1e}" for n, lr in fixed.items())
+    else:
+        low = min(swept, key=swept.get)
+        ratio = swept[low]
+        if ratio > 0:
+            top = ax.secondary_xaxis("top", functions=(lambda x: x * ratio, lambda x: x / ratio))
+            top.set_xlabel(f"learning rate ({low})", fontsize=8)
+        text = "ratios kept: " + ", ".join(f"{n} x{r:.3g}" for n, r in swept.items())
+    ax.text(0.99, 0.02, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
+            color="0.3")

@@ -1,0 +1,137 @@
+"""ipywidgets glue: controls that call one ftkit function each and show its result.
+
+Widgets here compute nothing themselves; every callback calls the functions of
+``ftkit.lr_finder`` / ``ftkit.plots``. Each widget has a ``run()`` method that
+does exactly what its button does, so it can be driven (and tested) without a
+kernel or a browser, e.g. by papermill.
+
+>>> w = lr_finder_widget(model, train_ds, optimizer="adam")   # doctest: +SKIP
+>>> w                     # in JupyterLab: sliders, a Run button, the plot
+>>> result = w.run()      # same as clicking Run
+"""
+from __future__ import annotations
+
+import html
+import io
+from typing import Any, Callable
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+from torch import nn
+
+from ftkit.lr_finder import LRFindResult, lr_find
+from ftkit.plots import plot_lr_find
+
+__all__ = ["LRFinderWidget", "lr_finder_widget"]
+
+_ALL_GROUPS = "all groups (keep ratios)"
+
+
+def _figure_png(result: LRFindResult) -> bytes:
+    # A bare Figure (no pyplot): nothing is auto-displayed twice and no global state leaks.
+    fig = Figure(figsize=(7.5, 4.5))
+    plot_lr_find(result, ax=fig.subplots())
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
+
+
+class LRFinderWidget(widgets.VBox):
+    """Controls for ``lr_find`` + the plot and suggestion table of the last run.
+
+    Attributes:
+        controls: name -> widget, for each ``lr_find`` setting shown.
+        result: the last ``LRFindResult`` (None before the first run).
+    """
+
+    def __init__(self, model_factory_or_model: nn.Module | Callable[[], Any], data,
+                 **defaults: Any) -> None:
+        self._source = model_factory_or_model
+        self._data = data
+        self._defaults = dict(defaults)
+        self.result: LRFindResult | None = None
+        d = self._defaults
+        self.controls: dict[str, widgets.Widget] = {
+            "start_lr": widgets.FloatLogSlider(value=d.get("start_lr", 1e-7), base=10, min=-9,
+                                               max=-1, step=0.5, description="start_lr"),
+            "end_lr": widgets.FloatLogSlider(value=d.get("end_lr", 10.0), base=10, min=-3, max=2,
+                                             step=0.5, description="end_lr"),
+            "num_iter": widgets.IntSlider(value=d.get("num_iter", 100), min=10, max=500, step=10,
+                                          description="num_iter"),
+            "step_mode": widgets.Dropdown(options=["exp", "linear"],
+                                          value=d.get("step_mode", "exp"), description="step_mode"),
+            "seeds": widgets.IntSlider(value=d.get("seeds", 1), min=1, max=5, description="seeds"),
+            "group": widgets.Dropdown(options=self._group_options(), description="sweep"),
+        }
+        group = d.get("group")
+        if group is not None and group not in [v for _, v in self.controls["group"].options]:
+            self.controls["group"].options = [*self.controls["group"].options, (str(group), group)]
+        self.controls["group"].value = group
+        self.button = widgets.Button(description="Run LR finder", button_style="primary")
+        self.button.on_click(self._on_click)
+        self.status = widgets.HTML()
+        self.image = widgets.Image(format="png")
+        self.table = widgets.HTML()
+        rows = [widgets.HBox([self.controls["start_lr"], self.controls["end_lr"]]),
+                widgets.HBox([self.controls["num_iter"], self.controls["seeds"]]),
+                widgets.HBox([self.controls["step_mode"], self.controls["group"]]),
+                widgets.HBox([self.button, self.status])]
+        super().__init__(children=[*rows, self.image, self.table])
+
+    def _group_options(self, names: list[str] | None = None) -> list[tuple[str, Any]]:
+        if names is None:
+            opt, groups = self._defaults.get("optimizer"), self._defaults.get("param_groups")
+            raw = getattr(opt, "param_groups", None) or groups or []
+            names = [str(g.get("name", f"group{i}")) for i, g in enumerate(raw)]
+        return [(_ALL_GROUPS, None)] + [(n, n) for n in names]
+
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments the next run passes to ``lr_find``."""
+        return {**self._defaults, **{k: w.value for k, w in self.controls.items()}}
+
+    def run(self) -> LRFindResult:
+        """Do what the Run button does: ``lr_find`` with the current settings, then draw."""
+        model, kwargs = self._source, self.settings()
+        if callable(model) and not isinstance(model, nn.Module):
+            built = model()
+            model, opt = built if isinstance(built, tuple) else (built, kwargs.get("optimizer"))
+            if opt is not None:
+                kwargs["optimizer"] = opt
+        result = lr_find(model, self._data, **kwargs)
+        self.result = result
+        self.image.value = _figure_png(result)
+        self.table.value = result.summary().to_html(float_format="{:.3g}".format, na_rep="")
+        names = result.settings["group_names"]
+        if len(names) > 1 and [v for _, v in self.controls["group"].options][1:] != names:
+            self.controls["group"].options = self._group_options(names)
+        return result
+
+    def _on_click(self, _button) -> None:
+        self.button.disabled = True
+        self.status.value = "running..."
+        try:
+            result = self.run()
+            self.status.value = html.escape("; ".join(result.notes) or "ok")
+        except Exception as err:  # shown in the widget: a callback's traceback is easy to miss
+            self.status.value = f"<b>error</b>: {html.escape(str(err))}"
+        finally:
+            self.button.disabled = False
+
+
+def lr_finder_widget(model_factory_or_model: nn.Module | Callable[[], Any], data,
+                     **defaults: Any) -> LRFinderWidget:
+    """An LR-finder panel: sliders for the sweep, a Run button, the plot and table.
+
+    Args:
+        model_factory_or_model: a model (restored exactly after each run, so it
+            can be reused) or a callable returning a fresh model, or a
+            ``(model, optimizer)`` pair, at every run.
+        data: a Dataset or DataLoader, as for ``lr_find``.
+        **defaults: any other ``lr_find`` keyword (optimizer, criterion,
+            batch_size, val_data, ...) and starting values for the controls.
+
+    Returns:
+        The widget; ``.run()`` runs it without a click, ``.result`` holds the result.
+    """
+    return LRFinderWidget(model_factory_or_model, data, **defaults)
