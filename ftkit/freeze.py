@@ -35,7 +35,7 @@ from torch import nn
 
 from ftkit.groups import LayerGroup, layer_groups
 
-__all__ = ["freeze", "unfreeze", "trainable_summary", "audit", "AuditReport", "Finding"]
+__all__ = ["freeze", "unfreeze", "is_bn_frozen", "trainable_summary", "audit", "AuditReport", "Finding"]
 
 _BN = nn.modules.batchnorm._NormBase  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm
 _BN_POLICIES = ("frozen", "train")
@@ -49,12 +49,13 @@ def _keep_bn_eval(module: nn.Module, args: tuple) -> None:
     module.training = False
 
 
-def _is_pinned(module: nn.Module) -> bool:
+def is_bn_frozen(module: nn.Module) -> bool:
+    """True when ``freeze(..., bn="frozen")`` pinned this norm layer in eval mode."""
     return any(hook is _keep_bn_eval for hook in module._forward_pre_hooks.values())
 
 
 def _pin(module: nn.Module) -> None:
-    if not _is_pinned(module):
+    if not is_bn_frozen(module):
         module.register_forward_pre_hook(_keep_bn_eval)
     module.eval()
     module.requires_grad_(False)
@@ -234,7 +235,7 @@ def unfreeze(model: nn.Module, k: int | None = None, *, names: str | Sequence[st
 
 
 def _bn_mode(norms: Sequence[nn.Module]) -> str:
-    modes = {"frozen" if _is_pinned(m) else "train" if m.training else "eval" for m in norms}
+    modes = {"frozen" if is_bn_frozen(m) else "train" if m.training else "eval" for m in norms}
     return "-" if not modes else modes.pop() if len(modes) == 1 else "mixed"
 
 
@@ -321,7 +322,7 @@ def _bn_with_moving_stats(model: nn.Module) -> list[str]:
             for sub, m in model.get_submodule(name).named_modules(prefix=name):
                 own = list(m.parameters())
                 frozen = not any(p.requires_grad for p in own) if own else group_frozen
-                if isinstance(m, _BN) and m.track_running_stats and frozen and not _is_pinned(m):
+                if isinstance(m, _BN) and m.track_running_stats and frozen and not is_bn_frozen(m):
                     names.append(sub)
     return names
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.axes import Axes
 
-__all__ = ["plot_lr_find"]
+__all__ = ["plot_lr_find", "plot_race", "plot_samples"]
 
 
 def _new_axes() -> Axes:
@@ -104,3 +104,69 @@ def _group_axis(ax: Axes, result) -> None:
         text = "ratios kept: " + ", ".join(f"{n} x{r:.3g}" for n, r in swept.items())
     ax.text(0.99, 0.02, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
             color="0.3")
+
+
+def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: str = "std", target: float | None = None):
+    """Convergence curves of a race: mean over seeds with a band.
+
+    Args:
+        curves: ``RaceResult.curves`` (strategy, seed, step, metric...).
+        ax: Axes to draw on (a new figure when None).
+        metric: column to plot ("val_acc" or "val_loss").
+        band: "std" (mean +- one std over seeds) or "minmax" (range over seeds).
+        target: draw a horizontal line at this value (steps-to-target threshold).
+
+    Returns:
+        The Axes.
+    """
+    if band not in ("std", "minmax"):
+        raise ValueError(f"band must be 'std' or 'minmax', not {band!r}")
+    from ftkit.experiments import mean_curves
+
+    ax = ax or _new_axes()
+    stats = mean_curves(curves, metric)
+    for name, s in stats.groupby("strategy", sort=False):
+        lo, hi = (s["mean"] - s["std"], s["mean"] + s["std"]) if band == "std" else (s["min"], s["max"])
+        n = int(s["count"].max())
+        (line,) = ax.plot(s["step"], s["mean"], marker="o", ms=3, label=f"{name} (n={n})")
+        ax.fill_between(s["step"], lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:.2f}")
+    ax.set_xlabel("optimizer step (same batches for every strategy)")
+    ax.set_ylabel({"val_acc": "validation accuracy", "val_loss": "validation loss"}.get(metric, metric))
+    ax.set_title(f"{metric}: mean over seeds, band = {'±1 std' if band == 'std' else 'min-max'}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def plot_samples(dataset, n_per_class: int = 6, ax: Axes | None = None, *, seed: int = 0):
+    """A grid of example images, one row per class, as the network sees them (de-normalised).
+
+    Returns:
+        The Axes holding the grid.
+    """
+    targets = np.asarray(dataset.targets)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(len(dataset.classes)):
+        idx = np.flatnonzero(targets == c)
+        pick = rng.choice(idx, size=min(n_per_class, len(idx)), replace=False)
+        imgs = []
+        for i in pick:
+            x = dataset[int(i)][0].numpy().transpose(1, 2, 0)
+            imgs.append(np.clip(x * np.asarray(dataset.std) + np.asarray(dataset.mean), 0, 1))
+        while len(imgs) < n_per_class:
+            imgs.append(np.ones_like(imgs[0]))
+        rows.append(np.concatenate(imgs, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(n_per_class * 0.9, len(rows) * 0.9))
+    ax.imshow(grid)
+    size = grid.shape[0] / len(rows)
+    ax.set_yticks([size * (i + 0.5) for i in range(len(rows))], dataset.classes)
+    ax.set_xticks([])
+    ax.set_title(f"{dataset.info.name}: {n_per_class} examples per class at {dataset.image_size}px")
+    return ax

@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ftkit.bn_stats import recompute_bn_stats
 from ftkit.callbacks import callback_list, dispatch
 from ftkit.history import History
 from ftkit.optim import SCHEDULES, build_optimizer, group_names, make_scheduler, optimizer_to
@@ -155,7 +156,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         batch_size: int = 32, seed: int = 0, device: str | torch.device = "auto",
         max_steps: int | None = None, eval_every: int | None = None, callbacks: Sequence[Any] = (),
         progress: bool = True, amp: bool | str = "auto", momentum: float = 0.9,
-        weight_decay: float = 0.0, num_workers: int = 0) -> History:
+        weight_decay: float = 0.0, num_workers: int = 0, precise_bn: bool = False) -> History:
     """Train ``model`` with cross-entropy and return what happened.
 
     Args:
@@ -189,6 +190,13 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         momentum, weight_decay: for the optimizers built from a name (the
             defaults of every param group that does not set its own).
         num_workers: DataLoader worker processes.
+        precise_bn: before every evaluation, recompute the running statistics of
+            the BatchNorm layers that train over ``train_data``
+            (:func:`ftkit.bn_stats.recompute_bn_stats`). Their moving averages
+            lag behind fast-changing weights, which can collapse a model trained
+            from scratch to one class in eval mode. Weights and the training
+            trajectory are unchanged; evaluation gets slower by one forward
+            pass over ``train_data``.
 
     Returns:
         A :class:`History`. On a NaN/Inf loss (or non-finite weights after a
@@ -227,9 +235,11 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         "schedule": schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"),
         "batch_size": batch_size, "seed": seed, "epochs": n_epochs, "total_steps": total,
         "device": str(rt.device), "amp": rt.amp, "groups": names, "n_train": len(train_data),
-        "n_val": None if val_data is None else len(val_data)})
+        "n_val": None if val_data is None else len(val_data), "precise_bn": precise_bn})
     callbacks = callback_list(callbacks)
     loop = _Loop(model, opt, sched, loader, val_loader, rt, history, callbacks, names)
+    if precise_bn:
+        loop.bn_loader = DataLoader(train_data, batch_size=2 * batch_size, shuffle=False, num_workers=num_workers)
 
     modes = save_modes(model)
     if not model.training:
@@ -274,6 +284,7 @@ class _Loop:
         self.t_start = self.t_epoch = time.perf_counter()
         self.eval_s = self.epoch_eval_s = 0.0
         self.sums: dict[str, Any] = {}
+        self.bn_loader: DataLoader | None = None  # set for precise BN before each evaluation
 
     def train_s(self) -> float:
         """Wall time since the start, evaluation excluded."""
@@ -336,6 +347,8 @@ class _Loop:
         if evals and evals[-1]["step"] == self.step:  # e.g. eval_every hit the epoch's last step
             return evals[-1]
         t0 = time.perf_counter()
+        if self.bn_loader is not None:
+            recompute_bn_stats(self.model, self.bn_loader)
         res = _evaluate(self.model, self.val_loader, self.rt)
         row = {"step": self.step, "epoch": self.epoch, "val_loss": res["loss"], "val_acc": res["acc"],
                "elapsed_s": self.train_s() - (time.perf_counter() - t0)}

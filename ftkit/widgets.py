@@ -22,7 +22,7 @@ from torch import nn
 from ftkit.lr_finder import LRFindResult, lr_find
 from ftkit.plots import plot_lr_find
 
-__all__ = ["LRFinderWidget", "lr_finder_widget"]
+__all__ = ["LRFinderWidget", "lr_finder_widget", "RaceWidget", "race_widget"]
 
 _ALL_GROUPS = "all groups (keep ratios)"
 
@@ -135,3 +135,89 @@ def lr_finder_widget(model_factory_or_model: nn.Module | Callable[[], Any], data
         The widget; ``.run()`` runs it without a click, ``.result`` holds the result.
     """
     return LRFinderWidget(model_factory_or_model, data, **defaults)
+
+
+# --------------------------------------------------------------------------- race (lesson 01)
+
+
+def _race_png(result) -> bytes:
+    from ftkit.plots import plot_race
+
+    fig = Figure(figsize=(12, 4.2))
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    plot_race(result.curves, ax_acc, metric="val_acc", target=result.target_acc)
+    plot_race(result.curves, ax_loss, metric="val_loss")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+class RaceWidget(widgets.VBox):
+    """Sliders for a scratch-vs-fine-tune race, a Run button, the curves and the table.
+
+    The widget only wires values: ``run_race(**settings)`` computes (a thin
+    wrapper around :func:`ftkit.experiments.race` that returns its
+    ``RaceResult``); ``.run()`` does what the button does, without a kernel.
+
+    Attributes:
+        controls: name -> widget for n_per_class, epochs, lr_finetune, lr_scratch, num_seeds.
+        result: the last ``RaceResult`` (None before the first run).
+    """
+
+    def __init__(self, run_race: Callable[..., Any], **defaults: Any) -> None:
+        self._run_race = run_race
+        d = {"n_per_class": 30, "epochs": 4, "lr_finetune": 3e-4, "lr_scratch": 1e-3, "num_seeds": 2, **defaults}
+        self.result = None
+        log = dict(base=10, min=-6, max=-1, step=0.25, readout_format=".1e")
+        self.controls: dict[str, widgets.Widget] = {
+            "n_per_class": widgets.IntSlider(value=d["n_per_class"], min=5, max=200, step=5, description="images/class"),
+            "epochs": widgets.IntSlider(value=d["epochs"], min=1, max=20, description="epochs"),
+            "num_seeds": widgets.IntSlider(value=d["num_seeds"], min=1, max=5, description="seeds"),
+            "lr_finetune": widgets.FloatLogSlider(value=d["lr_finetune"], description="LR finetune", **log),
+            "lr_scratch": widgets.FloatLogSlider(value=d["lr_scratch"], description="LR scratch", **log),
+        }
+        self.button = widgets.Button(description="Run the race", button_style="primary")
+        self.button.on_click(self._on_click)
+        self.status = widgets.HTML()
+        self.image = widgets.Image(format="png")
+        self.table = widgets.HTML()
+        c = self.controls
+        rows = [widgets.HBox([c["n_per_class"], c["epochs"], c["num_seeds"]]),
+                widgets.HBox([c["lr_finetune"], c["lr_scratch"]]),
+                widgets.HBox([self.button, self.status])]
+        super().__init__(children=[*rows, self.image, self.table])
+
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments the next run passes to ``run_race``."""
+        return {k: w.value for k, w in self.controls.items()}
+
+    def run(self):
+        """Do what the Run button does: run the race with the current settings, then draw."""
+        result = self._run_race(**self.settings())
+        self.result = result
+        self.image.value = _race_png(result)
+        self.table.value = result.summary().to_html(index=False, float_format="{:.3g}".format, na_rep="never")
+        return result
+
+    def _on_click(self, _button) -> None:
+        self.button.disabled = True
+        self.status.value = "running... (a minute or two on a laptop CPU)"
+        try:
+            self.run()
+            self.status.value = "done"
+        except Exception as err:  # shown in the widget: a callback's traceback is easy to miss
+            self.status.value = f"<b>error</b>: {html.escape(str(err))}"
+        finally:
+            self.button.disabled = False
+
+
+def race_widget(run_race: Callable[..., Any], **defaults: Any) -> RaceWidget:
+    """A race panel: sliders, a Run button, the convergence curves and the summary table.
+
+    Args:
+        run_race: called as ``run_race(n_per_class=, epochs=, lr_finetune=,
+            lr_scratch=, num_seeds=)``; returns a ``RaceResult``.
+        **defaults: starting values of the sliders.
+    """
+    return RaceWidget(run_race, **defaults)

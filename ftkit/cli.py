@@ -1,0 +1,117 @@
+"""The ``ftkit`` command: ``ftkit info`` and ``ftkit demo``."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+
+def _info(args: argparse.Namespace) -> int:
+    import numpy as np
+    import skimage.data
+    import torch
+    import torchvision
+
+    import ftkit
+    from ftkit.data import list_datasets
+    from ftkit.zoo import EMBEDDED_BACKBONES, classify, list_backbones, load_backbone
+
+    print(f"ftkit {ftkit.__version__} | python {platform.python_version()} | torch {torch.__version__} "
+          f"| torchvision {torchvision.__version__} | numpy {np.__version__}")
+    cuda = torch.cuda.is_available()
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {device}")
+    backbones = list_backbones()
+    offline = backbones[backbones["available_offline"]]
+    print(f"\nbackbones available offline now ({len(offline)} of {len(backbones)} known):")
+    print(offline.to_string(index=False))
+    print("\ndata sets:")
+    print(list_datasets().to_string(index=False))
+    print("\nembedded models on the photos bundled with scikit-image (top-3):")
+    photos = {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee(), "astronaut": skimage.data.astronaut()}
+    for name in EMBEDDED_BACKBONES:
+        try:
+            backbone = load_backbone(name)
+        except Exception as err:  # shown, not fatal: info is a diagnosis tool
+            print(f"  {name}: unavailable: {err}")
+            continue
+        for photo, preds in zip(photos, classify(backbone, list(photos.values()), top_k=3)):
+            guesses = ", ".join(f"{c} {p:.2f}" for c, p in preds)
+            print(f"  {name:<18} {photo:<10} -> {guesses}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ftkit.data import load_dataset
+    from ftkit.experiments import STRATEGIES, race
+    from ftkit.runs import write_race
+    from ftkit.zoo import load_backbone
+
+    unknown = [s for s in args.strategies if s not in STRATEGIES]
+    if unknown:
+        print(f"error: unknown strategy {unknown}; choose from {list(STRATEGIES)}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    backbone = load_backbone(args.backbone)
+    kw = dict(image_size=args.image_size, mean=backbone.mean, std=backbone.std)
+    train = load_dataset(args.data, "train", n_per_class=args.n_per_class, seed=0, **kw)
+    val = load_dataset(args.data, "test", n_per_class=args.val_per_class, seed=0, **kw)
+    strategies = [STRATEGIES[s] for s in args.strategies]
+    print(f"ftkit demo: {args.backbone} on {args.data} ({len(train)} train / {len(val)} val images, "
+          f"{len(train.classes)} classes, {args.image_size}px), {args.epochs} epochs, seeds {args.seeds}")
+    for s in strategies:
+        print(f"  {s.name:<15} lr={s.lr:<8g} {s.description}")
+    result = race(strategies, train, val, backbone=args.backbone, seeds=args.seeds, epochs=args.epochs,
+                  batch_size=args.batch_size, eval_every=args.eval_every, precise_bn=args.precise_bn,
+                  progress=not args.quiet)
+    summary = result.summary()
+    table = summary.assign(
+        lr=[f"{v:g}" for v in summary.lr],
+        final_acc=[f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.final_acc_mean, summary.final_acc_std)],
+        steps_to_target=[f"{v:.0f}" if v == v else "never" for v in summary.steps_to_target_mean],
+    )[["strategy", "lr", "final_acc", "steps_to_target", "reached_target", "time_s_mean"]]
+    print(f"\nvalidation accuracy after {int(result.runs['steps'].iloc[0])} steps "
+          f"(mean ± std over {len(args.seeds)} seeds); target for steps_to_target: {result.target_acc:.3f}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    folder = write_race(result, args.out, prefix="demo")
+    means = dict(zip(summary.strategy, summary.final_acc_mean))
+    if "finetune" in means and "scratch" in means:
+        gap = means["finetune"] - means["scratch"]
+        print(f"\nfine-tuned minus scratch: {gap:+.3f} accuracy")
+    print(f"run folder: {folder}  ({time.perf_counter() - t0:.0f} s in all)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftkit", description="Fine-tuning you can see: offline weights and data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="versions, device, offline backbones and data sets, a real prediction")
+    info.set_defaults(func=_info)
+    demo = sub.add_parser("demo", help="scratch vs fine-tune vs linear probe, same budget, several seeds")
+    demo.add_argument("--backbone", default="mobilenet_v2")
+    demo.add_argument("--data", default="animals", help="a catalogue name or an ImageFolder path")
+    demo.add_argument("--n-per-class", type=int, default=30, help="training images per class")
+    demo.add_argument("--val-per-class", type=int, default=50, help="validation images per class")
+    demo.add_argument("--image-size", type=int, default=64)
+    demo.add_argument("--epochs", type=int, default=4)
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)")
+    demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    demo.add_argument("--strategies", nargs="+", default=["scratch", "linear_probe", "finetune"])
+    demo.add_argument("--out", default="runs", help="folder for run folders (never overwritten)")
+    demo.add_argument("--no-precise-bn", dest="precise_bn", action="store_false",
+                      help="evaluate with BatchNorm's moving averages instead of statistics recomputed "
+                           "for the current weights (shows why scratch collapses to one class)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The race: matched compute, honest summaries, run folders that never overwrite."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftkit.data import load_dataset
+from ftkit.experiments import STRATEGIES, RaceResult, Strategy, build_model, leader, mean_curves, race, steps_to_target
+from ftkit.freeze import trainable_summary
+from ftkit.heads import find_head
+from ftkit.runs import write_race
+from ftkit.widgets import race_widget
+
+
+@pytest.fixture(scope="module")
+def tiny_race():
+    train = load_dataset("digits", "train", n_per_class=3, image_size=32)
+    val = load_dataset("digits", "test", n_per_class=2, image_size=32)
+    strategies = [STRATEGIES["scratch"], STRATEGIES["linear_probe"]]
+    return race(strategies, train, val, seeds=(0, 1), epochs=2, batch_size=10)
+
+
+def test_every_run_gets_the_same_budget_and_evaluation_points(tiny_race):
+    curves = tiny_race.curves
+    steps = curves.groupby(["strategy", "seed"])["step"].apply(tuple)
+    assert steps.nunique() == 1 and steps.iloc[0] == (0, 3, 6)  # 30 images / batch 10 = 3 steps an epoch
+    assert set(tiny_race.runs["steps"]) == {6}
+
+
+def test_summary_is_mean_and_std_over_seeds(tiny_race):
+    s = tiny_race.summary().set_index("strategy")
+    for name, grp in tiny_race.runs.groupby("strategy"):
+        assert s.loc[name, "final_acc_mean"] == pytest.approx(grp["final_acc"].mean())
+        assert s.loc[name, "final_acc_std"] == pytest.approx(grp["final_acc"].std(ddof=1))
+        assert s.loc[name, "seeds"] == 2
+    json.dumps(tiny_race.to_json_dict())  # JSON-able
+    assert leader(tiny_race) in s.index
+
+
+def test_same_seed_same_head_init_for_every_strategy():
+    a = build_model(STRATEGIES["finetune"], 5, seed=3)
+    b = build_model(STRATEGIES["linear_probe"], 5, seed=3)
+    head = find_head(a)
+    assert np.array_equal(a.get_submodule(head).weight.detach(), b.get_submodule(head).weight.detach())
+    summary = trainable_summary(b)
+    assert summary["trainable"].sum() == sum(p.numel() for p in b.get_submodule(head).parameters())
+
+
+def test_steps_to_target_and_mean_curves():
+    curve = pd.DataFrame({"step": [0, 10, 20], "val_acc": [0.1, 0.6, 0.8]})
+    assert steps_to_target(curve, 0.6) == 10
+    assert np.isnan(steps_to_target(curve, 0.9))
+    curves = pd.DataFrame({"strategy": ["a"] * 4, "seed": [0, 0, 1, 1], "step": [0, 5, 0, 5],
+                           "val_acc": [0.1, 0.5, 0.3, 0.7]})
+    m = mean_curves(curves).set_index("step")
+    assert m.loc[5, "mean"] == pytest.approx(0.6) and m.loc[5, "std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_bad_arguments_are_refused_before_any_work():
+    train = load_dataset("digits", "train", n_per_class=2, image_size=32)
+    with pytest.raises(ValueError, match="at least one strategy"):
+        race([], train, train)
+    with pytest.raises(ValueError, match="unique"):
+        race([STRATEGIES["scratch"], STRATEGIES["scratch"]], train, train)
+    with pytest.raises(ValueError, match="freeze must be"):
+        build_model(Strategy("odd", True, "half", 1e-3), 3)
+
+
+def test_run_folders_are_complete_and_never_overwritten(tiny_race, tmp_path):
+    first = write_race(tiny_race, tmp_path, prefix="demo")
+    second = write_race(tiny_race, tmp_path, prefix="demo")
+    assert first != second
+    for folder in (first, second):
+        assert {p.name for p in folder.iterdir()} == {"curves.csv", "runs.csv", "summary.csv", "summary.json",
+                                                      "convergence.png"}
+    assert json.loads((first / "summary.json").read_text())["target_acc"] == tiny_race.target_acc
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_a_failing_write_leaves_nothing(tiny_race, tmp_path, monkeypatch):
+    import ftkit.plots
+
+    def boom(*a, **k):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(ftkit.plots, "plot_race", boom)
+    with pytest.raises(RuntimeError, match="plot failed"):
+        write_race(tiny_race, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_race_widget_runs_without_a_kernel(tiny_race):
+    calls = []
+
+    def run_race(**settings):
+        calls.append(settings)
+        return tiny_race
+
+    w = race_widget(run_race, n_per_class=10, epochs=2)
+    w.controls["epochs"].value = 3
+    w.button.click()
+    assert calls == [{"n_per_class": 10, "epochs": 3, "num_seeds": 2, "lr_finetune": 3e-4, "lr_scratch": 1e-3}]
+    assert isinstance(w.result, RaceResult) and w.image.value[:4] == b"\x89PNG" and "scratch" in w.table.value
+    assert w.status.value == "done"
