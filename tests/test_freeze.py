@@ -234,3 +234,15 @@ def test_frozen_params_move_only_when_they_hold_a_grad():
     model.conv1.weight.grad = torch.zeros_like(model.conv1.weight)
     found = {f.kind: f for f in audit(model, opt).findings}
     assert found["frozen_with_grad"].params == ("conv1.weight",)
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization")
+@pytest.mark.parametrize("name", torchvision.models.list_models(module=torchvision.models))
+def test_swap_then_freeze_all_but_head_on_every_torchvision_classifier(name):
+    from test_heads import build_on_meta  # data-free models: ViT-H costs nothing
+
+    model = replace_head(build_on_meta(name), 10)
+    freeze(model, all_but_head=True)
+    head = model.get_submodule(find_head(model))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == sum(p.numel() for p in head.parameters()), name
