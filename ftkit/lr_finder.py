@@ -2,10 +2,10 @@
 
 ``lr_find`` trains for ``num_iter`` steps while the learning rate grows from
 ``start_lr`` to ``end_lr``, records the loss, and returns an
-:class:`LRFindResult` with every rule's suggestion (see ``ftkit.lr_rules``).
+:class:`~ftkit.lr_result.LRFindResult` with every rule's suggestion (see ``ftkit.lr_rules``).
 Whatever happens -- the sweep finishes, diverges, raises, or is interrupted --
 the model, the optimizer and the random number generators are put back
-bit-for-bit as they were, from a copy kept on the CPU (see :class:`StateSnapshot`).
+bit-for-bit as they were, from a copy kept on the CPU (see :class:`~ftkit.snapshot.StateSnapshot`).
 
 What is different from fastai / torch-lr-finder / Lightning:
 
@@ -26,20 +26,20 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from ftkit._torchutil import resolve_device
-from ftkit.lr_rules import Suggestion, reliability_notes, rule_names, suggest, trim
+from ftkit.lr_result import LRFindResult, SweepRecord, assemble_result
+from ftkit.lr_rules import rule_names
+from ftkit.optim import group_names
 from ftkit.snapshot import StateSnapshot
 
-__all__ = ["lr_find", "LRFindResult", "StateSnapshot", "sweep_lrs", "smooth_losses"]
+__all__ = ["lr_find", "sweep_lrs", "smooth_losses"]
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda groups, lr: torch.optim.SGD(groups, lr=lr, momentum=0.9),
@@ -67,104 +67,6 @@ def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> np.ndarray:
         avg = beta * avg + (1 - beta) * loss
         out[t - 1] = avg / (1 - beta**t)
     return out
-
-
-@dataclass
-class LRFindResult:
-    """What a range test measured and what the rules make of it.
-
-    Attributes:
-        lrs: (T,) swept LR at each step (of the swept group; with ratios kept,
-            of the group with the largest LR, ``settings["reference_group"]``).
-        group_lrs: group name -> (T,) LR actually applied to that group.
-        losses: (S, T) loss per seed that the rules use (training loss, or
-            validation loss with ``val_data``); NaN after a run stopped.
-        smoothed: (S, T) bias-corrected EMA of ``losses``.
-        train_losses: (S, T) training-batch loss per seed.
-        curve_lrs, curve_losses: the curve given to the rules: the median of the
-            smoothed curves over seeds, on the steps all runs reached, trimmed by
-            ``skip_start`` / ``skip_end``.
-        suggestions: rule name -> Suggestion on that curve.
-        seed_suggestions: the same, per seed.
-        endings: per seed, "finished" | "diverged" | "interrupted".
-        reliable: True when every rule found a suggestion, they agree within a
-            decade (with each other and across seeds) and the test ran to its
-            end; otherwise ``notes`` says why not.
-        notes: human-readable reasons.
-        settings: the arguments of the call, plus group ratios and names.
-        snapshot_bytes: bytes of the CPU copy held during the test.
-    """
-
-    lrs: np.ndarray
-    group_lrs: dict[str, np.ndarray]
-    losses: np.ndarray
-    smoothed: np.ndarray
-    train_losses: np.ndarray
-    curve_lrs: np.ndarray
-    curve_losses: np.ndarray
-    suggestions: dict[str, Suggestion]
-    seed_suggestions: list[dict[str, Suggestion]]
-    endings: list[str]
-    reliable: bool
-    notes: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    snapshot_bytes: int = 0
-
-    @property
-    def interrupted(self) -> bool:
-        return "interrupted" in self.endings
-
-    @property
-    def suggestion(self) -> float | None:
-        """The ``valley`` suggestion (fastai's default), or None."""
-        s = self.suggestions.get("valley")
-        return s.lr if s is not None else None
-
-    def lrs_for(self, lr: float) -> dict[str, float]:
-        """Per-group LRs that correspond to ``lr`` on this test's x axis."""
-        swept, base = self.settings["swept_ratios"], self.settings["base_lrs"]
-        return {n: lr * swept[n] if swept[n] is not None else base[n] for n in base}
-
-    def summary(self) -> pd.DataFrame:
-        """One row per rule: suggested LR, per-group LRs, spread over seeds, reason."""
-        rows = []
-        for name, s in self.suggestions.items():
-            seeds = [d[name].lr for d in self.seed_suggestions if d[name].ok]
-            row = {"rule": name, "lr": s.lr, "reason": s.reason,
-                   "seed_min": min(seeds, default=None), "seed_max": max(seeds, default=None)}
-            if s.ok and len(self.group_lrs) > 1:
-                row.update({f"lr/{g}": v for g, v in self.lrs_for(s.lr).items()})
-            rows.append(row)
-        return pd.DataFrame(rows).set_index("rule")
-
-    def to_frame(self) -> pd.DataFrame:
-        """Long table: one row per (seed, step) that ran."""
-        frames = []
-        for s in range(self.losses.shape[0]):
-            n = int(np.sum(~np.isnan(self.train_losses[s])))
-            frame = pd.DataFrame({"seed": s, "step": np.arange(n), "lr": self.lrs[:n],
-                                  "loss": self.losses[s, :n], "smoothed": self.smoothed[s, :n],
-                                  "train_loss": self.train_losses[s, :n]})
-            for g, v in self.group_lrs.items():
-                frame[f"lr/{g}"] = v[:n]
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
-
-    def __repr__(self) -> str:
-        found = ", ".join(f"{k}={s.lr:.2e}" for k, s in self.suggestions.items() if s.ok)
-        return (f"LRFindResult({found or 'no suggestion'}; steps={self.lrs.size}, "
-                f"seeds={len(self.endings)}, endings={self.endings}, reliable={self.reliable})")
-
-
-@dataclass
-class _Run:
-    """What one sweep recorded; filled step by step so an interrupt keeps it."""
-
-    group_lrs: list[list[float]] = field(default_factory=list)
-    train: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    smoothed: list[float] = field(default_factory=list)
-    ending: str = "interrupted"
 
 
 def lr_find(
@@ -201,7 +103,7 @@ def lr_find(
         optimizer: an Optimizer (any param groups, existing state welcome) or
             "sgd" (momentum 0.9) | "adam" | "adamw", built over ``param_groups``
             or over the parameters with ``requires_grad``.
-        param_groups: groups for a string optimizer (e.g. ``ftkit.groups.param_groups``).
+        param_groups: groups for a string optimizer (e.g. ``ftkit.lr_groups.param_groups``).
         start_lr, end_lr, num_iter, step_mode: the sweep (``sweep_lrs``).
         beta: smoothing of the loss (bias-corrected EMA).
         diverge_factor: stop when the smoothed loss exceeds this multiple of the
@@ -238,7 +140,7 @@ def lr_find(
             raise ValueError(f"{name} is empty: there are no batches to train on")
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     opt = _make_optimizer(model, optimizer, param_groups, start_lr)
-    names = _group_names(opt)
+    names = group_names(opt)
     base = [float(g["lr"]) for g in opt.param_groups]
     ratios, reference = _ratios(base, names, group)
     schedule = sweep_lrs(start_lr, end_lr, num_iter, step_mode)
@@ -255,7 +157,7 @@ def lr_find(
         torch.cuda.init()  # so the CUDA RNG state captured below is the user's, not a lazy default
     snapshot = StateSnapshot(model, opt)  # every change below is undone from this copy
     _clear_grads(model)  # stale grads would add into the sweep's, and cost memory
-    runs: list[_Run] = []
+    runs: list[SweepRecord] = []
     try:
         if move:
             model.to(dev)
@@ -273,12 +175,12 @@ def lr_find(
                 g.manual_seed(seed + k)
             loader = _as_loader(data, batch_size, shuffle=True, seed=seed + k)
             val_loader = None if val_data is None else _as_loader(val_data, batch_size, False, 0)
-            runs.append(_Run())
+            runs.append(SweepRecord())
             _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base,
                    beta, diverge_factor, dev, train_modes, runs[-1])
     except KeyboardInterrupt:  # partial result below, marked "interrupted"
         if not runs or runs[-1].ending != "interrupted":
-            runs.append(_Run())  # interrupted between sweeps: the next one has 0 steps
+            runs.append(SweepRecord())  # interrupted between sweeps: the next one has 0 steps
     finally:
         if move:
             model.to(home)
@@ -294,7 +196,7 @@ def lr_find(
                     device=str(dev), skip_start=skip_start, skip_end=skip_end,
                     reference_group=reference, group_names=names,
                     swept_ratios=dict(zip(names, ratios)), base_lrs=dict(zip(names, base)))
-    result = _assemble(runs, schedule, names, settings, rules, snapshot.nbytes)
+    result = assemble_result(runs, schedule, names, settings, rules, snapshot.nbytes)
     if seeds > 1 and isinstance(getattr(data, "sampler", None), SequentialSampler):
         result.notes.append("the DataLoader is not shuffled: every seed saw the same batches, "
                             "so the band shows only the model's own randomness")
@@ -302,7 +204,7 @@ def lr_find(
 
 
 def _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base, beta,
-           diverge_factor, dev, train_modes, run: _Run) -> None:
+           diverge_factor, dev, train_modes, run: SweepRecord) -> None:
     """One sweep; appends to ``run`` as it goes and sets ``run.ending``."""
     batches = _cycle(loader)
     avg, best = 0.0, math.inf
@@ -334,39 +236,6 @@ def _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base, be
         run.ending = "finished"
     finally:
         batches.close()  # shuts down DataLoader workers now, not at garbage collection
-
-
-def _assemble(runs, schedule, names, settings, rules, snapshot_bytes) -> LRFindResult:
-    steps = max((len(r.losses) for r in runs), default=0)
-    shape = (len(runs), steps)
-    losses, smoothed, train = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    for s, r in enumerate(runs):
-        n = len(r.losses)
-        losses[s, :n], smoothed[s, :n], train[s, :n] = r.losses, r.smoothed, r.train[:n]
-    longest = max(runs, key=lambda r: len(r.losses), default=_Run())
-    applied = np.asarray(longest.group_lrs[:steps], dtype=np.float64).reshape(steps, len(names))
-    group_lrs = {n: applied[:, i] for i, n in enumerate(names)}
-    lrs = schedule[:steps]
-
-    done = [s for s, r in enumerate(runs) if r.ending != "interrupted"] or list(range(len(runs)))
-    common = min((len(runs[s].losses) for s in done), default=0)
-    consensus = np.median(smoothed[done, :common], axis=0) if common else np.empty(0)
-    skip = (settings["skip_start"], settings["skip_end"])
-    curve_lrs, curve_losses = trim(lrs[:common], consensus, *skip)
-    suggestions = suggest(curve_lrs, curve_losses, rules)
-    per_seed = [suggest(*trim(lrs[: len(r.smoothed)], r.smoothed, *skip), rules) for r in runs]
-
-    notes = reliability_notes(suggestions, [per_seed[s] for s in done])
-    if any(r.ending == "interrupted" for r in runs):
-        notes.append(f"interrupted after {sum(len(r.losses) for r in runs)} steps; "
-                     "suggestions use what was recorded")
-    notes += [f"{k}: {s.reason}" for k, s in suggestions.items() if not s.ok]
-    reliable = not notes
-    return LRFindResult(lrs=lrs, group_lrs=group_lrs, losses=losses, smoothed=smoothed,
-                        train_losses=train, curve_lrs=curve_lrs, curve_losses=curve_losses,
-                        suggestions=suggestions, seed_suggestions=per_seed,
-                        endings=[r.ending for r in runs], reliable=reliable, notes=notes,
-                        settings=settings, snapshot_bytes=snapshot_bytes)
 
 
 # ---- argument checks and set-up (nothing here changes the model) -----------------------
@@ -404,18 +273,6 @@ def _make_optimizer(model, optimizer, param_groups, lr) -> torch.optim.Optimizer
         param_groups = [{"params": params}]
     # copies: torch.optim adds defaults to the dicts it is given
     return OPTIMIZERS[optimizer.lower()]([dict(g) for g in param_groups], lr)
-
-
-def _group_names(opt) -> list[str]:
-    """Each group's "name" ("group<i>" without one); repeats get _2, _3 (as ftkit.train)."""
-    names: list[str] = []
-    for i, g in enumerate(opt.param_groups):
-        base = name = str(g.get("name", f"group{i}"))
-        k = 2
-        while name in names:
-            name, k = f"{base}_{k}", k + 1
-        names.append(name)
-    return names
 
 
 def _ratios(base: list[float], names: list[str], group) -> tuple[list[float | None], str]:

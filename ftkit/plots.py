@@ -28,7 +28,7 @@ def plot_lr_find(result, ax: Axes | None = None) -> Axes:
     or the groups held fixed.
 
     Args:
-        result: an ``LRFindResult``.
+        result: an ``ftkit.lr_result.LRFindResult``.
         ax: where to draw; a new figure when None.
 
     Returns:

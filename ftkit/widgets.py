@@ -19,7 +19,8 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from torch import nn
 
-from ftkit.lr_finder import LRFindResult, lr_find
+from ftkit.lr_finder import lr_find
+from ftkit.lr_result import LRFindResult
 from ftkit.plots import plot_lr_find
 
 __all__ = ["LRFinderWidget", "lr_finder_widget", "RaceWidget", "race_widget"]

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ftkit.lr_finder import LRFindResult, StateSnapshot, lr_find, smooth_losses, sweep_lrs
+from ftkit.lr_finder import lr_find, smooth_losses, sweep_lrs
+from ftkit.lr_result import LRFindResult
+from ftkit.snapshot import StateSnapshot
 
 
 # ---- tiny model, data, optimizers with history ------------------------------------------
