@@ -43,10 +43,28 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ftkit.datasources import (
-    ANIMAL_CLASSES, ANIMAL_INSTALL, FASHION_CLASSES, FASHION_INSTALL, PHOTO_CLASSES,
-    PHOTO_CROPS_PER_CLASS, PHOTO_GRID, PHOTO_TEST_CELLS, SPLIT_SEED, DataUnavailableError,
-    FolderSplit, animal_files, check_split, data_dir, fashion_dir, hash_parts, load_animals,
-    load_digits, load_fashion, load_folder, load_photo_crops, photo_crop_boxes,
+    ANIMAL_CLASSES,
+    ANIMAL_INSTALL,
+    FASHION_CLASSES,
+    FASHION_INSTALL,
+    PHOTO_CLASSES,
+    PHOTO_CROPS_PER_CLASS,
+    PHOTO_GRID,
+    PHOTO_TEST_CELLS,
+    SPLIT_SEED,
+    DataUnavailableError,
+    FolderSplit,
+    animal_files,
+    check_split,
+    data_dir,
+    fashion_dir,
+    hash_parts,
+    load_animals,
+    load_digits,
+    load_fashion,
+    load_folder,
+    load_photo_crops,
+    photo_crop_boxes,
 )
 
 __all__ = [

@@ -203,9 +203,9 @@ def race(
             if history.stopped_reason:
                 raise RuntimeError(f"{strategy.name} (seed {seed}) stopped early: {history.stopped_reason}")
             evals = history.eval_frame()
+            first = {"step": 0, "epoch": 0, "val_loss": start["loss"], "val_acc": start["acc"], "elapsed_s": 0.0}
             curve = pd.concat(
-                [pd.DataFrame([{"step": 0, "epoch": 0, "val_loss": start["loss"], "val_acc": start["acc"], "elapsed_s": 0.0}]),
-                 evals[["step", "epoch", "val_loss", "val_acc", "elapsed_s"]]],
+                [pd.DataFrame([first]), evals[["step", "epoch", "val_loss", "val_acc", "elapsed_s"]]],
                 ignore_index=True,
             ).drop_duplicates("step", keep="last")
             curve.insert(0, "seed", seed)

@@ -106,7 +106,8 @@ def _group_axis(ax: Axes, result) -> None:
             color="0.3")
 
 
-def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: str = "std", target: float | None = None):
+def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: str = "std",
+              target: float | None = None) -> Axes:
     """Convergence curves of a race: mean over seeds with a band.
 
     Args:

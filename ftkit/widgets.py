@@ -172,7 +172,8 @@ class RaceWidget(widgets.VBox):
         self.result = None
         log = dict(base=10, min=-6, max=-1, step=0.25, readout_format=".1e")
         self.controls: dict[str, widgets.Widget] = {
-            "n_per_class": widgets.IntSlider(value=d["n_per_class"], min=5, max=200, step=5, description="images/class"),
+            "n_per_class": widgets.IntSlider(value=d["n_per_class"], min=5, max=200, step=5,
+                                             description="images/class"),
             "epochs": widgets.IntSlider(value=d["epochs"], min=1, max=20, description="epochs"),
             "num_seeds": widgets.IntSlider(value=d["num_seeds"], min=1, max=5, description="seeds"),
             "lr_finetune": widgets.FloatLogSlider(value=d["lr_finetune"], description="LR finetune", **log),

@@ -189,7 +189,7 @@ def _place_in_hub_cache(src: Path, filename: str, sha256: str) -> Path | None:
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
                 if _sha256(tmp) != sha256:
-                    raise OSError(f"copying {src} to {dst} produced a different file")
+                    raise OSError(f"copying {src} to {dst} produced a different file") from None
         return dst
     except OSError as e:  # read-only or odd hub dir: torchvision's own path just stays online-only
         log.warning("could not place %s in torch's hub cache: %s", filename, e)

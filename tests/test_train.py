@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_task import FAST, Quadrants, TinyNet, assert_same_state, state, tiny
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader
 
 from ftkit.history import History
 from ftkit.train import StopTraining, evaluate, fit
-
-from tiny_task import FAST, Quadrants, TinyNet, assert_same_state, state, tiny
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +93,8 @@ def test_strategies_with_the_same_seed_see_the_same_batches(data):
         if frozen:
             model.features.requires_grad_(False)
         batches = []  # a fingerprint of each training batch, in order
-        model.register_forward_pre_hook(lambda m, args: batches.append(args[0].sum().item()) if m.training else None)
+        model.register_forward_pre_hook(
+            lambda m, args, batches=batches: batches.append(args[0].sum().item()) if m.training else None)
         fit(model, train, epochs=2, optimizer=opt, lr=1e-2, seed=5, **FAST)
         seen[name] = batches
     assert len(seen["sgd"]) == 12 and seen["sgd"] == seen["adam_head_only"]
