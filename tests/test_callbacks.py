@@ -1,10 +1,9 @@
 """Tests for ftkit.callbacks: LivePlot is silent outside a notebook and updates one display inside."""
 import pytest
+from tiny_task import FAST, Quadrants, tiny
 
 from ftkit.callbacks import LivePlot
 from ftkit.train import fit
-
-from tiny_task import FAST, Quadrants, tiny
 
 
 @pytest.fixture(scope="module")

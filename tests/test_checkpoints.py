@@ -4,11 +4,10 @@ import os
 
 import pytest
 import torch
+from tiny_task import FAST, Quadrants, assert_same_state, state, tiny
 
 from ftkit.checkpoints import load_checkpoint, save_checkpoint
 from ftkit.train import fit
-
-from tiny_task import FAST, Quadrants, assert_same_state, state, tiny
 
 
 @pytest.fixture(scope="module")

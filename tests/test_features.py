@@ -8,8 +8,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ftkit.features import (Features, TorchProbe, clear_feature_cache, configure_feature_cache, data_fingerprint,
-                            extract_features, feature_cache_info, fit_feature_classifier, weights_hash)
+from ftkit.features import (
+    Features,
+    TorchProbe,
+    clear_feature_cache,
+    configure_feature_cache,
+    data_fingerprint,
+    extract_features,
+    feature_cache_info,
+    fit_feature_classifier,
+    weights_hash,
+)
 from ftkit.train import fit
 
 

@@ -14,7 +14,6 @@ from ftkit.lr_finder import lr_find, smooth_losses, sweep_lrs
 from ftkit.lr_result import LRFindResult
 from ftkit.snapshot import StateSnapshot
 
-
 # ---- tiny model, data, optimizers with history ------------------------------------------
 
 

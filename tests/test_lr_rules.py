@@ -5,8 +5,19 @@ import math
 import numpy as np
 import pytest
 
-from ftkit.lr_rules import (RULES, Suggestion, disagreement, gradient, minimum, reliability_notes,
-                            slide, steep, suggest, trim, valley)
+from ftkit.lr_rules import (
+    RULES,
+    Suggestion,
+    disagreement,
+    gradient,
+    minimum,
+    reliability_notes,
+    slide,
+    steep,
+    suggest,
+    trim,
+    valley,
+)
 
 
 # Fixed curves: closed forms, with deterministic sin "noise" so valleys are not trivial.

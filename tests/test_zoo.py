@@ -18,8 +18,15 @@ from PIL import Image
 
 from ftkit import zoo
 from ftkit.zoo import (
-    EMBEDDED_BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone, WeightsError,
-    classify, list_backbones, load_backbone, preprocess,
+    EMBEDDED_BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    WeightsError,
+    classify,
+    list_backbones,
+    load_backbone,
+    preprocess,
 )
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat

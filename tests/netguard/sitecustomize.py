@@ -7,7 +7,6 @@ sockets stay allowed (Jupyter kernels talk over them).
 import os
 
 
-
 def install() -> None:
     """Patch socket so that any non-loopback connection raises. Idempotent."""
     import socket
