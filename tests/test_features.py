@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from tiny_task import Quadrants
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 
 from ftkit.features import (
     Features,
@@ -20,24 +21,6 @@ from ftkit.features import (
     weights_hash,
 )
 from ftkit.train import fit
-
-
-class Quadrants(Dataset):
-    """3x16x16 noise; the class (0-3) is the quadrant made brighter."""
-
-    def __init__(self, n: int, seed: int = 0, shift: float = 0.5):
-        g = torch.Generator().manual_seed(seed)
-        self.targets = torch.randint(0, 4, (n,), generator=g).numpy()
-        self.x = torch.randn(n, 3, 16, 16, generator=g)
-        for i, c in enumerate(self.targets):
-            r, q = divmod(int(c), 2)
-            self.x[i, :, 8 * r:8 * r + 8, 8 * q:8 * q + 8] += shift
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], int(self.targets[i])
 
 
 class Fingerprinted(Quadrants):
