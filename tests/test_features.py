@@ -87,7 +87,6 @@ def test_layer_output_is_global_average_pooled(data):
 
 
 def test_default_layer_is_the_input_of_the_head(data):
-    pytest.importorskip("ftkit.heads")
     model = tiny()
     f = extract_features(model, data, batch_size=25, device="cpu")
     model.eval()
@@ -257,7 +256,6 @@ def test_torch_probe_is_deterministic_and_full_batch_matches_hand_written(blobs)
 
 
 def test_probe_on_features_of_a_trained_network():
-    pytest.importorskip("ftkit.heads")
     train, val = Quadrants(192, seed=0), Quadrants(96, seed=1)
     model = tiny()
     fit(model, train, epochs=3, lr=0.1, progress=False, device="cpu")

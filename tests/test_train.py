@@ -174,8 +174,9 @@ def test_schedules_match_closed_forms_and_keep_group_ratios(data, schedule, opti
 
 def test_with_ftkit_groups_and_freeze(data):
     """Discriminative LRs from ftkit.lr_groups survive a cosine schedule; frozen BN stays frozen."""
-    groups_mod = pytest.importorskip("ftkit.lr_groups")
-    freeze_mod = pytest.importorskip("ftkit.freeze")
+    import ftkit.freeze as freeze_mod
+    import ftkit.lr_groups as groups_mod
+
     model = tiny()
     groups = groups_mod.param_groups(model, 0.1, decay=2.6)
     h = fit(model, data[0], param_groups=groups, schedule="cosine", max_steps=6, **FAST)
@@ -197,7 +198,8 @@ HAND_WRITTEN = {"sgd": lambda groups, wd: torch.optim.SGD(groups, lr=0.05, momen
 def test_fit_weight_decay_reaches_ftkit_param_groups(data, optimizer):
     """param_groups(model, lr) leaves weight_decay to the optimizer, so fit's 1e-2 applies to every
     group: the optimizer fit builds says so, and the weights match a hand-written loop bit for bit."""
-    lr_groups = pytest.importorskip("ftkit.lr_groups")
+    import ftkit.lr_groups as lr_groups
+
     train, _ = data
     model = tiny()
     ref = copy.deepcopy(model)
