@@ -27,7 +27,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"\nbackbones available offline now ({len(offline)} of {len(backbones)} known):")
     print(offline.to_string(index=False))
     print("\ndata sets:")
-    print(list_datasets().to_string(index=False))
+    print(list_datasets().drop(columns=["description"], errors="ignore").to_string(index=False))
     print("\nembedded models on the photos bundled with scikit-image (top-3):")
     photos = {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee(), "astronaut": skimage.data.astronaut()}
     for name in EMBEDDED_BACKBONES:
