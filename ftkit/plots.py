@@ -94,16 +94,24 @@ def _group_axis(ax: Axes, result) -> None:
     swept, base = result.settings["swept_ratios"], result.settings["base_lrs"]
     fixed = {n: lr for n, lr in base.items() if swept[n] is None}
     if fixed:
-        text = "held fixed: " + ", ".join(f"{n}={lr:.1e}" for n, lr in fixed.items())
+        text = "held fixed: " + _first_last([f"{n}={lr:.1e}" for n, lr in fixed.items()])
     else:
         low = min(swept, key=swept.get)
         ratio = swept[low]
         if ratio > 0:
             top = ax.secondary_xaxis("top", functions=(lambda x: x * ratio, lambda x: x / ratio))
             top.set_xlabel(f"learning rate ({low})", fontsize=8)
-        text = "ratios kept: " + ", ".join(f"{n} x{r:.3g}" for n, r in swept.items())
+        text = "ratios kept: " + _first_last([f"{n} x{r:.3g}" for n, r in swept.items()])
     ax.text(0.99, 0.02, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
             color="0.3")
+
+
+def _first_last(items: list[str], most: int = 4) -> str:
+    """Up to ``most`` items, else the first and last: ten groups in one line would be
+    wider than the plot (and tight_layout would shrink the axes to make room)."""
+    if len(items) <= most:
+        return ", ".join(items)
+    return f"{items[0]}, ..., {items[-1]} ({len(items)} groups)"
 
 
 def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: str = "std",
