@@ -25,7 +25,9 @@ from torch import nn
 
 from ftkit._torchutil import seed_everything
 from ftkit.bn_stats import recompute_bn_stats
+from ftkit.drift import weight_drift, weights_copy
 from ftkit.freeze import freeze
+from ftkit.groups import layer_groups
 from ftkit.heads import replace_head
 from ftkit.train import evaluate, fit
 from ftkit.zoo import load_backbone
@@ -93,14 +95,21 @@ class RaceResult:
     Attributes:
         curves: one row per evaluation: strategy, seed, step, epoch, val_acc,
             val_loss, elapsed_s (step 0 is the untrained start).
-        runs: one row per (strategy, seed): final_acc, final_loss, time_s,
+        runs: one row per (strategy, seed): lr, start/final accuracy and
+            loss, max_train_loss (the worst batch), body_drift (relative
+            distance the weights outside the head moved, see
+            :func:`ftkit.drift.weight_drift`), steps, time_s, stopped_reason
+            (None, or why training stopped early, e.g. a NaN loss), and
             steps_to_target.
+        steps: one row per optimizer step: strategy, seed, step, epoch, loss
+            (the training loss of that batch).
         target_acc: the accuracy used for steps-to-target.
         config: the settings of the race (for the record and the JSON summary).
     """
 
     curves: pd.DataFrame
     runs: pd.DataFrame
+    steps: pd.DataFrame
     target_acc: float
     config: dict = field(default_factory=dict)
 
@@ -114,6 +123,8 @@ class RaceResult:
                 "final_acc_std": g["final_acc"].std(ddof=1).fillna(0.0),
                 "steps_to_target_mean": g["steps_to_target"].mean(),
                 "reached_target": g["steps_to_target"].apply(lambda s: f"{int(s.notna().sum())}/{len(s)}"),
+                "body_drift_mean": g["body_drift"].mean(),
+                "stopped_early": g["stopped_reason"].apply(lambda s: int(s.notna().sum())),
                 "time_s_mean": g["time_s"].mean(),
                 "seeds": g["seed"].count(),
             }
@@ -157,7 +168,10 @@ def race(
 
     Same seed -> same head init and the same batches in the same order for
     every strategy; every run gets the same number of optimizer steps and is
-    evaluated at the same steps on the same validation set.
+    evaluated at the same steps on the same validation set. A run whose loss
+    becomes NaN/Inf stops there (its weights rolled back to the last good
+    step) and says so in ``runs.stopped_reason``: a diverging strategy is a
+    result, not an error.
 
     Args:
         strategies: what to compare (see :data:`STRATEGIES`).
@@ -186,10 +200,12 @@ def race(
     if not seeds:
         raise ValueError("race() needs at least one seed, e.g. seeds=(0, 1, 2)")
     num_classes = len(train_data.classes)
-    curve_rows, run_rows = [], []
+    curve_rows, step_rows, run_rows = [], [], []
     for strategy in strategies:
         for seed in seeds:
             model = build_model(strategy, num_classes, backbone=backbone, seed=seed)
+            head = layer_groups(model)[-1].modules  # left out of the drift: its init is new and random
+            start_weights = weights_copy(model)
             if precise_bn:
                 recompute_bn_stats(model, train_data, batch_size=2 * batch_size)
             start = evaluate(model, val_data)
@@ -200,23 +216,28 @@ def race(
                 precise_bn=precise_bn,
             )
             elapsed = time.perf_counter() - t0
-            if history.stopped_reason:
-                raise RuntimeError(f"{strategy.name} (seed {seed}) stopped early: {history.stopped_reason}")
             evals = history.eval_frame()
             first = {"step": 0, "epoch": 0, "val_loss": start["loss"], "val_acc": start["acc"], "elapsed_s": 0.0}
             curve = pd.concat(
                 [pd.DataFrame([first]), evals[["step", "epoch", "val_loss", "val_acc", "elapsed_s"]]],
                 ignore_index=True,
             ).drop_duplicates("step", keep="last")
-            curve.insert(0, "seed", seed)
-            curve.insert(0, "strategy", strategy.name)
-            curve_rows.append(curve)
+            label = {"strategy": strategy.name, "seed": seed}
+            curve_rows.append(curve.assign(**label))
+            step_rows.append(history.step_frame()[["step", "epoch", "loss"]].assign(**label))
             last = curve.iloc[-1]
-            run_rows.append(
-                {"strategy": strategy.name, "seed": seed, "lr": strategy.lr, "final_acc": float(last["val_acc"]),
-                 "final_loss": float(last["val_loss"]), "steps": int(last["step"]), "time_s": elapsed}
-            )
+            run_rows.append({
+                **label, "lr": strategy.lr, "start_acc": start["acc"], "start_loss": start["loss"],
+                "final_acc": float(last["val_acc"]), "final_loss": float(last["val_loss"]),
+                "max_train_loss": max((r["loss"] for r in history.steps), default=math.nan),
+                "body_drift": weight_drift(model, start_weights, exclude=head),
+                "steps": len(history.steps), "time_s": elapsed, "stopped_reason": history.stopped_reason,
+            })
+    order = ["strategy", "seed"]
     curves = pd.concat(curve_rows, ignore_index=True)
+    curves = curves[order + [c for c in curves.columns if c not in order]]
+    steps = pd.concat(step_rows, ignore_index=True)
+    steps = steps[order + [c for c in steps.columns if c not in order]]
     runs = pd.DataFrame(run_rows)
     if target_acc is None:
         target_acc = round(0.9 * float(runs.groupby("strategy")["final_acc"].mean().max()), 3)
@@ -229,7 +250,7 @@ def race(
         "eval_every": eval_every, "precise_bn": precise_bn, "n_train": len(train_data), "n_val": len(val_data),
         "strategies": [dataclasses.asdict(s) for s in strategies],
     }
-    return RaceResult(curves=curves, runs=runs, target_acc=float(target_acc), config=config)
+    return RaceResult(curves=curves, runs=runs, steps=steps, target_acc=float(target_acc), config=config)
 
 
 def mean_curves(curves: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:

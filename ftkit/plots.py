@@ -119,7 +119,8 @@ def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: 
     """Convergence curves of a race: mean over seeds with a band.
 
     Args:
-        curves: ``RaceResult.curves`` (strategy, seed, step, metric...).
+        curves: ``RaceResult.curves`` (strategy, seed, step, metric...), or
+            ``RaceResult.steps`` with ``metric="loss"`` for the per-batch loss.
         ax: Axes to draw on (a new figure when None).
         metric: column to plot ("val_acc" or "val_loss").
         band: "std" (mean +- one std over seeds) or "minmax" (range over seeds).
@@ -142,7 +143,8 @@ def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: 
     if target is not None:
         ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:.2f}")
     ax.set_xlabel("optimizer step (same batches for every strategy)")
-    ax.set_ylabel({"val_acc": "validation accuracy", "val_loss": "validation loss"}.get(metric, metric))
+    ax.set_ylabel({"val_acc": "validation accuracy", "val_loss": "validation loss",
+                   "loss": "training loss (each batch)"}.get(metric, metric))
     ax.set_title(f"{metric}: mean over seeds, band = {'±1 std' if band == 'std' else 'min-max'}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

@@ -29,7 +29,7 @@ def new_run_dir(root: str | os.PathLike, prefix: str) -> Path:
 
 
 def write_race(result: RaceResult, root: str | os.PathLike = "runs", prefix: str = "race") -> Path:
-    """Write curves.csv, runs.csv, summary.csv, summary.json and convergence.png.
+    """Write curves.csv, runs.csv, steps.csv, summary.csv, summary.json and convergence.png.
 
     Everything is written into a hidden temporary folder first and renamed
     into place at the end, so an error leaves no half-written run.
@@ -45,6 +45,7 @@ def write_race(result: RaceResult, root: str | os.PathLike = "runs", prefix: str
     try:
         result.curves.to_csv(tmp / "curves.csv", index=False)
         result.runs.to_csv(tmp / "runs.csv", index=False)
+        result.steps.to_csv(tmp / "steps.csv", index=False)
         result.summary().to_csv(tmp / "summary.csv", index=False)
         (tmp / "summary.json").write_text(json.dumps(result.to_json_dict(), indent=2))
         with matplotlib.rc_context({"backend": "Agg"}):

@@ -28,6 +28,28 @@ def test_every_run_gets_the_same_budget_and_evaluation_points(tiny_race):
     assert set(tiny_race.runs["steps"]) == {6}
 
 
+def test_runs_record_the_start_the_worst_batch_and_how_far_the_body_moved(tiny_race):
+    runs, steps = tiny_race.runs, tiny_race.steps
+    for r in runs.itertuples():
+        mine = steps[(steps.strategy == r.strategy) & (steps.seed == r.seed)]
+        assert len(mine) == r.steps and r.max_train_loss == mine["loss"].max()
+        first = tiny_race.curves[(tiny_race.curves.strategy == r.strategy) & (tiny_race.curves.seed == r.seed)].iloc[0]
+        assert first["step"] == 0 and r.start_acc == first["val_acc"]
+        assert r.stopped_reason is None
+    probe = runs[runs.strategy == "linear_probe"]
+    assert (probe["body_drift"] == 0.0).all()       # frozen body: not one weight moved
+    assert (runs[runs.strategy == "scratch"]["body_drift"] > 0).all()
+
+
+def test_a_diverging_strategy_is_a_result_not_an_error():
+    train = load_dataset("digits", "train", n_per_class=3, image_size=32)
+    with pytest.warns(RuntimeWarning, match="fit\\(\\) stopped"):
+        result = race([Strategy("huge_lr", True, None, 1e36)], train, train, seeds=(0,), epochs=2, batch_size=10)
+    run = result.runs.iloc[0]
+    assert run["stopped_reason"] and ("non-finite" in run["stopped_reason"] or "loss became" in run["stopped_reason"])
+    assert run["steps"] < 6 and result.summary()["stopped_early"].iloc[0] == 1
+
+
 def test_summary_is_mean_and_std_over_seeds(tiny_race):
     s = tiny_race.summary().set_index("strategy")
     for name, grp in tiny_race.runs.groupby("strategy"):
@@ -72,8 +94,8 @@ def test_run_folders_are_complete_and_never_overwritten(tiny_race, tmp_path):
     second = write_race(tiny_race, tmp_path, prefix="demo")
     assert first != second
     for folder in (first, second):
-        assert {p.name for p in folder.iterdir()} == {"curves.csv", "runs.csv", "summary.csv", "summary.json",
-                                                      "convergence.png"}
+        assert {p.name for p in folder.iterdir()} == {"curves.csv", "runs.csv", "steps.csv", "summary.csv",
+                                                      "summary.json", "convergence.png"}
     assert json.loads((first / "summary.json").read_text())["target_acc"] == tiny_race.target_acc
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
 
