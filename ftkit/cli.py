@@ -71,8 +71,10 @@ def _demo(args: argparse.Namespace) -> int:
         final_acc=[f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.final_acc_mean, summary.final_acc_std)],
         steps_to_target=[f"{v:.0f}" if v == v else "never" for v in summary.steps_to_target_mean],
     )[["strategy", "lr", "final_acc", "steps_to_target", "reached_target", "time_s_mean"]]
-    print(f"\nvalidation accuracy after {int(result.runs['steps'].iloc[0])} steps "
+    print(f"\nvalidation accuracy after {int(result.runs['steps'].max())} steps "
           f"(mean ± std over {len(args.seeds)} seeds); target for steps_to_target: {result.target_acc:.3f}")
+    for r in result.runs[result.runs["stopped_reason"].notna()].itertuples():
+        print(f"  note: {r.strategy} (seed {r.seed}) stopped early: {r.stopped_reason}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     folder = write_race(result, args.out, prefix="demo")
     means = dict(zip(summary.strategy, summary.final_acc_mean))

@@ -19,11 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
-from ftkit._torchutil import seed_everything
 from ftkit.bn_stats import recompute_bn_stats
 from ftkit.drift import weight_drift, weights_copy
 from ftkit.freeze import freeze
@@ -31,6 +30,8 @@ from ftkit.groups import layer_groups
 from ftkit.heads import replace_head
 from ftkit.train import evaluate, fit
 from ftkit.zoo import load_backbone
+
+__all__ = ["Strategy", "STRATEGIES", "RaceResult", "build_model", "race", "mean_curves", "steps_to_target"]
 
 
 @dataclass(frozen=True)
@@ -74,17 +75,20 @@ def build_model(strategy: Strategy, num_classes: int, *, backbone: str = "mobile
     """A fresh model for ``strategy``: backbone, new head, freezing applied.
 
     The seed fixes the random parts (scratch weights, the new head), so every
-    strategy with the same seed starts from the same head init.
+    strategy with the same seed starts from the same head init. The caller's
+    random number generators are left as they were.
     """
-    seed_everything(seed)
-    model = load_backbone(backbone, pretrained=strategy.pretrained).model
-    replace_head(model, num_classes)
+    if not (strategy.freeze is None or strategy.freeze == "all_but_head" or isinstance(strategy.freeze, int)):
+        raise ValueError(f"Strategy.freeze must be None, 'all_but_head' or an int, not {strategy.freeze!r}")
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)  # seeds CUDA too: hence the fork above
+        model = load_backbone(backbone, pretrained=strategy.pretrained).model
+        replace_head(model, num_classes)
     if strategy.freeze == "all_but_head":
         freeze(model, all_but_head=True)
     elif isinstance(strategy.freeze, int):
         freeze(model, k=strategy.freeze)
-    elif strategy.freeze is not None:
-        raise ValueError(f"Strategy.freeze must be None, 'all_but_head' or an int, not {strategy.freeze!r}")
     return model
 
 
@@ -260,8 +264,3 @@ def mean_curves(curves: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
     out["std"] = out["std"].fillna(0.0)
     return out
 
-
-def leader(result: RaceResult) -> str:
-    """Name of the strategy with the best mean final accuracy."""
-    s = result.summary()
-    return str(s.loc[int(np.argmax(s["final_acc_mean"].to_numpy())), "strategy"])

@@ -10,6 +10,8 @@ import json
 import math
 import platform
 
+__all__ = ["show_results", "versions", "RESULTS_METADATA"]
+
 RESULTS_METADATA = {"ftkit": {"name": "results"}}
 
 

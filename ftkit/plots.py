@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.axes import Axes
 
-__all__ = ["plot_lr_find", "plot_race", "plot_samples"]
+__all__ = ["plot_lr_find", "plot_race", "plot_race_panels", "plot_samples"]
 
 
 def _new_axes() -> Axes:
@@ -150,6 +150,27 @@ def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: 
     ax.legend(loc="best", fontsize=8)
     return ax
 
+
+
+def plot_race_panels(result, axes=None) -> tuple[Axes, Axes]:
+    """The race at a glance: validation accuracy (with the target line) and validation loss.
+
+    Args:
+        result: a ``RaceResult`` from :func:`ftkit.experiments.race`.
+        axes: two Axes side by side (a new 12x4 figure when None).
+
+    Returns:
+        The two Axes (accuracy, loss).
+    """
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax_acc, ax_loss = axes
+    plot_race(result.curves, ax_acc, metric="val_acc", target=result.target_acc)
+    plot_race(result.curves, ax_loss, metric="val_loss")
+    ax_acc.figure.tight_layout()
+    return ax_acc, ax_loss
 
 def plot_samples(dataset, n_per_class: int = 6, ax: Axes | None = None, *, seed: int = 0):
     """A grid of example images, one row per class, as the network sees them (de-normalised).

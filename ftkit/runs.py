@@ -17,6 +17,8 @@ import matplotlib
 
 from ftkit.experiments import RaceResult
 
+__all__ = ["new_run_dir", "write_race"]
+
 
 def new_run_dir(root: str | os.PathLike, prefix: str) -> Path:
     """A fresh, not-yet-existing folder path under ``root`` named by date and time."""
@@ -37,7 +39,7 @@ def write_race(result: RaceResult, root: str | os.PathLike = "runs", prefix: str
     Returns:
         The folder written.
     """
-    from ftkit.plots import plot_race  # matplotlib only when writing
+    from ftkit.plots import plot_race_panels  # matplotlib only when writing
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -52,9 +54,7 @@ def write_race(result: RaceResult, root: str | os.PathLike = "runs", prefix: str
             import matplotlib.pyplot as plt
 
             fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-            plot_race(result.curves, axes[0], metric="val_acc", target=result.target_acc)
-            plot_race(result.curves, axes[1], metric="val_loss")
-            fig.tight_layout()
+            plot_race_panels(result, axes)
             fig.savefig(tmp / "convergence.png", dpi=110)
             plt.close(fig)
         final = new_run_dir(root, prefix)
