@@ -16,9 +16,10 @@ from ftkit.groups import layer_groups
 from ftkit.heads import find_head, replace_head
 from ftkit.lr_finder import lr_find
 from ftkit.lr_groups import param_groups
+from ftkit.predict import classify
 from ftkit.surgery import transfer_weights
 from ftkit.train import evaluate, fit
-from ftkit.zoo import classify, list_backbones, load_backbone
+from ftkit.zoo import list_backbones, load_backbone
 
 __version__ = "0.1.0"
 

@@ -16,20 +16,32 @@ import numpy as np
 import torch
 from torch import nn
 
+# Norm layers with running statistics (BatchNorm1d/2d/3d, SyncBatchNorm, and
+# InstanceNorm with track_running_stats): what freezing "BatchNorm" pins and
+# what the audit checks. LayerNorm/GroupNorm keep no statistics.
+STAT_NORM = nn.modules.batchnorm._NormBase
+
+
+def find_module(model: nn.Module, name: str) -> nn.Module | None:
+    """The submodule called ``name`` ("" is the model itself), or None when there is none."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
-    """Return the submodule called ``name`` ("layer4", "classifier.1").
+    """Return the submodule called ``name`` ("layer4", "classifier.1"; "" is the model).
 
     Raises:
         KeyError: listing the closest candidate names, so a typo is easy to fix.
     """
-    if name == "":
-        return model
-    modules = dict(model.named_modules())
-    if name in modules:
-        return modules[name]
-    candidates = [n for n in modules if n and (name.split(".")[0] in n or n in name)]
-    candidates = candidates or [n for n in modules if n and "." not in n]
+    module = find_module(model, name)
+    if module is not None:
+        return module
+    names = [n for n, _ in model.named_modules() if n]
+    candidates = [n for n in names if name.split(".")[0] in n or n in name]
+    candidates = candidates or [n for n in names if "." not in n]
     raise KeyError(
         f"{type(model).__name__} has no submodule {name!r}; "
         f"candidates: {', '.join(candidates[:20])}"
@@ -45,16 +57,18 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def count_params(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of scalar parameters (optionally only those with requires_grad)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+def seed_everything(seed: int, *, cuda: bool = True) -> None:
+    """Seed Python, NumPy and torch (CPU, and every CUDA device) for a repeatable run.
 
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) for a repeatable run."""
+    ``cuda=False`` seeds torch's CPU generator only: a run that never touches
+    the GPU then leaves the CUDA RNGs (even uninitialised ones) alone.
+    """
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+    if cuda:
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

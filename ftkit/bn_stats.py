@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ftkit._torchutil import get_module
 from ftkit.freeze import is_bn_frozen
 from ftkit.runtime import restore_modes, save_modes
 
@@ -27,6 +28,8 @@ __all__ = ["recompute_bn_stats", "updating_bn_layers"]
 
 def updating_bn_layers(model: nn.Module) -> list[str]:
     """Names of the BatchNorm layers whose running statistics training would update."""
+    # _BatchNorm, not freeze's wider STAT_NORM: InstanceNorm reads momentum=None
+    # as 0 (no update), so the plain average below cannot be computed for it.
     return [
         name for name, m in model.named_modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and not is_bn_frozen(m)
@@ -59,7 +62,7 @@ def recompute_bn_stats(model: nn.Module, data: Dataset | DataLoader, *, batch_si
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
     if len(loader) == 0:
         raise ValueError("recompute_bn_stats() needs at least one batch of data")
-    layers = [model.get_submodule(n) for n in names]
+    layers = [get_module(model, n) for n in names]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     modes = save_modes(model)
     momenta = [m.momentum for m in layers]

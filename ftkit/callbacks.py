@@ -1,4 +1,4 @@
-"""Callbacks for ``ftkit.train.fit``: the protocol, and :class:`LivePlot`.
+"""Callbacks for ``ftkit.train.fit``: the protocol, :class:`StopTraining`, and :class:`LivePlot`.
 
 A callback is any object with any of these methods (missing ones are skipped):
 
@@ -7,8 +7,9 @@ A callback is any object with any of these methods (missing ones are skipped):
 * ``on_eval(history, row)``: after each validation pass (``history.evals`` row);
 * ``on_epoch_end(history, row)``: after each epoch (``history.epochs`` row).
 
-Raise ``ftkit.train.StopTraining`` from one to end the run cleanly (early
-stopping); its message becomes ``History.stopped_reason``.
+Raise :class:`StopTraining` (``from ftkit.callbacks import StopTraining``)
+from one to end the run cleanly (early stopping); its message becomes
+``History.stopped_reason``.
 
 >>> class EarlyStop:                                        # doctest: +SKIP
 ...     def on_eval(self, history, row):
@@ -22,9 +23,16 @@ from typing import Any, Sequence
 
 from ftkit.history import History
 
-__all__ = ["EVENTS", "callback_list", "dispatch", "LivePlot"]
+__all__ = ["EVENTS", "StopTraining", "callback_list", "dispatch", "LivePlot"]
 
 EVENTS = ("on_step", "on_eval", "on_epoch_end")
+
+
+class StopTraining(Exception):
+    """Raise from a callback to end :func:`ftkit.train.fit` cleanly (e.g. early stopping).
+
+    The message becomes ``History.stopped_reason``.
+    """
 
 
 def callback_list(callbacks: Any) -> list[Any]:

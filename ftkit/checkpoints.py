@@ -54,13 +54,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     _check_plain(meta, "meta")
     payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
                "optimizer": None if optimizer is None else optimizer.state_dict(),
+               "optimizer_class": None if optimizer is None else type(optimizer).__name__,
                "history": None if history is None else history.to_dict(), "meta": dict(meta)}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
 
 
-def _check_compatible(model: nn.Module, state: dict, optimizer, opt_state) -> None:
+def _check_compatible(model: nn.Module, state: dict, optimizer, opt_state, opt_class: str | None) -> None:
     own = model.state_dict()
     problems = [f"missing in checkpoint: {k}" for k in own if k not in state]
     problems += [f"not in model: {k}" for k in state if k not in own]
@@ -73,11 +74,37 @@ def _check_compatible(model: nn.Module, state: dict, optimizer, opt_state) -> No
         return
     if opt_state is None:
         raise ValueError("the checkpoint has no optimizer state; call load_checkpoint without optimizer=")
+    given = type(optimizer).__name__
+    if opt_class is not None and opt_class != given:
+        raise ValueError(f"the checkpoint's optimizer is a {opt_class}, the one given a {given}: its state "
+                         f"does not fit; build a torch.optim.{opt_class} over the same param groups (or "
+                         "load without optimizer= and start the optimizer afresh)")
     sizes = [len(g["params"]) for g in optimizer.param_groups]
     saved = [len(g["params"]) for g in opt_state["param_groups"]]
     if sizes != saved:
         raise ValueError(f"optimizer groups hold {sizes} parameters, the checkpoint's {saved}; "
                          "build the optimizer over the same param groups before loading")
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, opt_state: dict, path) -> None:
+    """``optimizer.load_state_dict``, undone when it fails half-way.
+
+    torch replaces ``state`` and ``param_groups`` and then lets the optimizer
+    class check them (Adam reads every state's "step"), so a state of another
+    kind fails after the swap; the original objects are put back.
+    """
+    state, groups = optimizer.state, optimizer.param_groups
+    contents = [dict(g) for g in groups]
+    try:
+        optimizer.load_state_dict(opt_state)
+    except Exception as err:
+        optimizer.state, optimizer.param_groups = state, groups
+        for group, saved in zip(groups, contents):
+            group.clear()
+            group.update(saved)
+        raise ValueError(f"the optimizer state in {path} does not fit this {type(optimizer).__name__} "
+                         f"({type(err).__name__}: {err}); build the optimizer the checkpoint was saved "
+                         "with, over the same param groups, or load without optimizer=") from err
 
 
 def load_checkpoint(path: str | Path, model: nn.Module,
@@ -90,14 +117,20 @@ def load_checkpoint(path: str | Path, model: nn.Module,
     Returns:
         The ``meta`` saved with it, plus ``"history"`` (a :class:`History`)
         when one was saved.
+
+    Raises:
+        ValueError: the file is no ftkit checkpoint, or does not fit: other
+            parameter names or shapes, an optimizer of another class (SGD state
+            into an Adam), other param-group sizes, no optimizer state saved.
+            Nothing is changed then.
     """
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an ftkit checkpoint (write one with ftkit.checkpoints.save_checkpoint)")
-    _check_compatible(model, payload["model"], optimizer, payload["optimizer"])
-    model.load_state_dict(payload["model"])
+    _check_compatible(model, payload["model"], optimizer, payload["optimizer"], payload.get("optimizer_class"))
     if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
+        _load_optimizer(optimizer, payload["optimizer"], path)
+    model.load_state_dict(payload["model"])  # last: checked above, and nothing after it can fail
     meta = dict(payload["meta"])
     if payload["history"] is not None:
         meta["history"] = History.from_dict(payload["history"])

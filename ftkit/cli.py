@@ -15,7 +15,8 @@ def _info(args: argparse.Namespace) -> int:
 
     import ftkit
     from ftkit.data import list_datasets
-    from ftkit.zoo import EMBEDDED_BACKBONES, classify, list_backbones, load_backbone
+    from ftkit.predict import classify
+    from ftkit.zoo import EMBEDDED_BACKBONES, list_backbones, load_backbone
 
     print(f"ftkit {ftkit.__version__} | python {platform.python_version()} | torch {torch.__version__} "
           f"| torchvision {torchvision.__version__} | numpy {np.__version__}")

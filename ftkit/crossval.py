@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ftkit._torchutil import resolve_device
+from ftkit.runtime import seeded
 from ftkit.train import fit
 
 __all__ = ["kfold_indices", "fold_summary", "cross_validate"]
@@ -51,9 +52,10 @@ def cross_validate(make_model: Callable[[], nn.Module], data: Dataset, k: int = 
                    stratified: bool = True, **fit_kwargs: Any) -> pd.DataFrame:
     """k-fold cross-validation of ``fit`` on ``data``.
 
-    Each fold trains a fresh ``make_model()``, built under
-    ``torch.manual_seed(seed)`` (a forked RNG: the caller's is untouched) so
-    every fold starts from the same weights and differs only in its data.
+    Each fold trains a fresh ``make_model()``, built with torch's RNG seeded
+    by ``seed`` (forked: the caller's CPU and CUDA RNGs are untouched, see
+    :func:`ftkit.runtime.seeded`) so every fold starts from the same weights
+    and differs only in its data.
     ``seed`` also fixes the folds and each fit's data order.
 
     Args:
@@ -71,10 +73,10 @@ def cross_validate(make_model: Callable[[], nn.Module], data: Dataset, k: int = 
     if "seed" in fit_kwargs:
         raise TypeError("cross_validate() sets fit's seed itself; pass seed= once")
     splits = kfold_indices(data, k, seed=seed, stratified=stratified)
+    device = resolve_device(fit_kwargs.get("device", "auto"))
     rows, interrupted = [], False
     for fold, (tr, va) in enumerate(splits):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed, device):
             model = make_model()
         val = Subset(data, va.tolist())
         t0 = time.perf_counter()

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ftkit._torchutil import atomic_path, get_module
+from ftkit.heads import find_head_block
 from ftkit.runtime import resolve_runtime, restore_modes, save_modes
 
 CLASSIFIERS = ("logistic", "svm", "linear", "mlp")
@@ -39,7 +40,7 @@ class Features:
         layer: qualified name of the layer the features come from.
         key: the cache key (hex) these features are stored under.
         hook: "output" (what ``layer`` returns) or "input" (what enters it:
-            for the head, the penultimate features).
+            for the head block, the body's features).
     """
 
     X: np.ndarray
@@ -169,12 +170,9 @@ def _resolve_layer(model: nn.Module, layer: str | None) -> tuple[str, str]:
     if layer is not None:
         get_module(model, layer)  # KeyError listing candidates
         return layer, "output"
-    try:
-        from ftkit.heads import find_head
-    except ImportError as err:  # pragma: no cover - heads ships with ftkit
-        raise ValueError("layer=None means 'the input of the head', which needs ftkit.heads.find_head; "
-                         "pass the layer's name instead, e.g. layer='avgpool'") from err
-    return find_head(model), "input"
+    # The whole head, not its last layer: after replace_head(hidden=...) the
+    # input of "fc.out" would be the new random hidden layer's output.
+    return find_head_block(model), "input"
 
 
 # ---------------------------------------------------------------- extraction
@@ -228,10 +226,12 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
 
     Args:
         model: any network; its train/eval flags and ``requires_grad`` are
-            left as they were. It is moved to ``device`` (and stays there).
+            left as they were. It is moved to ``device`` on every call, cache
+            hit or not, and stays there.
         data: yields ``(x, label)``.
-        layer: None -> the input of the classifier head
-            (:func:`ftkit.heads.find_head`), i.e. the penultimate features;
+        layer: None -> the input of the whole classifier head
+            (:func:`ftkit.heads.find_head_block`: ``"fc"`` also after
+            ``replace_head(..., hidden=)``), i.e. the body's features;
             a qualified name ("features.6", "layer3") -> that layer's output,
             global-average-pooled when it is a ``(B, C, H, W)`` map.
         batch_size: items per forward pass.
@@ -248,6 +248,7 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
         raise ValueError("extract_features() got an empty data set")
     layer_name, hook = _resolve_layer(model, layer)
     rt = resolve_runtime(device)
+    model.to(rt.device)  # on a hit too: where the model ends up must not depend on the cache
     precision = f"{rt.device.type}-{'bf16' if rt.amp else 'fp32'}"
     key = hashlib.blake2b("|".join([weights_hash(model), data_fingerprint(data), layer_name, hook,
                                     precision]).encode(), digest_size=16).hexdigest()
@@ -262,7 +263,6 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
     else:
         _STATS["misses"] += 1
         modes = save_modes(model)
-        model.to(rt.device)
         model.eval()
         try:
             X, y = _run(model, data, layer_name, hook, batch_size, rt)

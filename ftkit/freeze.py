@@ -33,11 +33,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ftkit._torchutil import STAT_NORM, get_module
 from ftkit.groups import LayerGroup, layer_groups
+from ftkit.optim import group_names
 
 __all__ = ["freeze", "unfreeze", "is_bn_frozen", "trainable_summary", "audit", "AuditReport", "Finding"]
 
-_BN = nn.modules.batchnorm._NormBase  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm
 _BN_POLICIES = ("frozen", "train")
 
 
@@ -144,11 +145,19 @@ def _select(model: nn.Module, *, k: int | None, names: str | Sequence[str] | Non
     for group in picked:
         for p in group.parameters(model):
             params.setdefault(id(p), p)
-        for name in group.modules:
-            for m in model.get_submodule(name).modules():
-                if isinstance(m, _BN):
-                    norms.setdefault(id(m), m)
+        for m in _group_norms(model, group):
+            norms.setdefault(id(m), m)
     return _Selection(list(params.values()), list(norms.values()))
+
+
+def _group_norms(model: nn.Module, group: LayerGroup) -> list[nn.Module]:
+    """The norm layers with running statistics inside the group's modules, each once."""
+    found: dict[int, nn.Module] = {}
+    for name in group.modules:
+        for m in get_module(model, name).modules():
+            if isinstance(m, STAT_NORM):
+                found.setdefault(id(m), m)
+    return list(found.values())
 
 
 # --------------------------------------------------------------------------- freeze / unfreeze
@@ -239,15 +248,6 @@ def _bn_mode(norms: Sequence[nn.Module]) -> str:
     return "-" if not modes else modes.pop() if len(modes) == 1 else "mixed"
 
 
-def _group_norms(model: nn.Module, group: LayerGroup) -> list[nn.Module]:
-    found: dict[int, nn.Module] = {}
-    for name in group.modules:
-        for m in model.get_submodule(name).modules():
-            if isinstance(m, _BN):
-                found.setdefault(id(m), m)
-    return list(found.values())
-
-
 def trainable_summary(model: nn.Module) -> pd.DataFrame:
     """One row per layer group: what trains and what the BatchNorm layers do.
 
@@ -319,10 +319,10 @@ def _bn_with_moving_stats(model: nn.Module) -> list[str]:
         params = group.parameters(model)
         group_frozen = bool(params) and not any(p.requires_grad for p in params)
         for name in group.modules:
-            for sub, m in model.get_submodule(name).named_modules(prefix=name):
+            for sub, m in get_module(model, name).named_modules(prefix=name):
                 own = list(m.parameters())
                 frozen = not any(p.requires_grad for p in own) if own else group_frozen
-                if isinstance(m, _BN) and m.track_running_stats and frozen and not is_bn_frozen(m):
+                if isinstance(m, STAT_NORM) and m.track_running_stats and frozen and not is_bn_frozen(m):
                     names.append(sub)
     return names
 
@@ -334,7 +334,9 @@ def audit(model: nn.Module, optimizer: torch.optim.Optimizer) -> AuditReport:
     after the optimizer was built), tensors the optimizer updates that are no
     longer in the model, frozen parameters in the optimizer, and BatchNorm
     layers in a frozen part whose running statistics would still change in
-    train mode. ``.lrs`` lists each optimizer group's learning rate.
+    train mode. ``.lrs`` lists each optimizer group's learning rate, under
+    the names the rest of the kit uses (:func:`ftkit.optim.group_names`:
+    ``name`` or ``group<i>``, repeats made unique).
 
     Args:
         model: the network being trained.
@@ -350,8 +352,7 @@ def audit(model: nn.Module, optimizer: torch.optim.Optimizer) -> AuditReport:
     seen: set[int] = set()
     stale, frozen, frozen_grad = [], [], []
     decays = set()
-    for i, group in enumerate(optimizer.param_groups):
-        label = str(group.get("name", i))
+    for label, group in zip(group_names(optimizer), optimizer.param_groups):  # the kit's names: group0, head_2...
         n_frozen = 0
         for j, p in enumerate(group["params"]):
             seen.add(id(p))

@@ -36,7 +36,8 @@ How a model is cut (the rule, per family):
 * Norm layers that follow a stage (``norm5``, Swin's ``norm``, ViT's
   ``encoder.ln``, ConvNeXt's ``classifier.0``) join the group before them.
 * Any other model: its top-level children with parameters, in registration
-  order, with the head (found by ``ftkit.heads.find_head``) split out.
+  order, with the head (found by ``ftkit.heads.find_head_block``, so a
+  ``replace_head(hidden=...)`` block stays whole) split out.
 * Parameters no rule above claims (a module you added) get a group of their
   own, named after the module, just before the head.
 
@@ -55,12 +56,13 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from ftkit._torchutil import get_module
-from ftkit.heads import HeadNotFoundError, find_head
+from ftkit._torchutil import STAT_NORM, find_module, get_module
+from ftkit.heads import HeadNotFoundError, find_head_block
 
 __all__ = ["LayerGroup", "layer_groups"]
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+# Every norm layer, running statistics or not: a structural rule (it joins the group before it).
+_NORMS = (STAT_NORM, nn.LayerNorm, nn.GroupNorm)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class LayerGroup:
         """The group's parameters in ``model`` (each once)."""
         seen: dict[int, nn.Parameter] = {}
         for name in self.modules:
-            for p in _submodule(model, name).parameters():
+            for p in get_module(model, name).parameters():
                 seen.setdefault(id(p), p)
         for name in self.param_names:
             p = model.get_parameter(name)
@@ -94,13 +96,6 @@ class LayerGroup:
         """``(qualified name, parameter)`` pairs, each parameter once."""
         ids = {id(p) for p in self.parameters(model)}
         return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
-
-
-def _submodule(model: nn.Module, name: str) -> nn.Module:
-    try:
-        return model.get_submodule(name) if name else model
-    except AttributeError:
-        return get_module(model, name)  # raises KeyError listing candidates
 
 
 def _stateful(module: nn.Module) -> bool:
@@ -119,12 +114,12 @@ class _Builder:
         self.groups: list[LayerGroup] = []
 
     def kids(self, prefix: str) -> list[tuple[str, nn.Module]]:
-        parent = _submodule(self.model, prefix)
+        parent = get_module(self.model, prefix)
         return [(f"{prefix}.{n}" if prefix else n, m) for n, m in parent.named_children()]
 
     def keep(self, modules: Sequence[str]) -> list[str]:
         """The names that exist and hold parameters or buffers."""
-        return [m for m in modules if _module_exists(self.model, m) and _stateful(_submodule(self.model, m))]
+        return [m for m in modules if (module := find_module(self.model, m)) is not None and _stateful(module)]
 
     def add(self, name: str | None, modules: Sequence[str], param_names: Sequence[str] = ()) -> None:
         """Add a group (named by the span of its modules when ``name`` is None)."""
@@ -156,7 +151,7 @@ class _Builder:
 
     def neck_and_head(self, container: str) -> None:
         """Layers of ``container`` before its last stateful child get groups; that child is the head."""
-        if not _module_exists(self.model, container):
+        if find_module(self.model, container) is None:
             return
         kids = [(n, m) for n, m in self.kids(container) if _stateful(m)]
         if not kids:  # a bare Linear put where the Sequential was
@@ -171,14 +166,6 @@ class _Builder:
 
     def head(self, name: str) -> None:
         self.add("head", [name])
-
-
-def _module_exists(model: nn.Module, name: str) -> bool:
-    try:
-        model.get_submodule(name)
-        return True
-    except AttributeError:
-        return False
 
 
 def _span(names: Sequence[str]) -> str:
@@ -303,7 +290,7 @@ def _swin_convnext(b: _Builder) -> None:
     # features: 0 stem, odd: stages, even >= 2: downsampling into the next stage
     b.split("features", lambda i, n, m: i <= 1 or i % 2 == 0)
     b.join(["norm"])  # Swin's final LayerNorm
-    b.neck_and_head("classifier" if _module_exists(b.model, "classifier") else "head")
+    b.neck_and_head("classifier" if find_module(b.model, "classifier") is not None else "head")
 
 
 def _maxvit(b: _Builder) -> None:
@@ -344,7 +331,7 @@ def _family(model: nn.Module) -> Callable[[_Builder], None] | None:
 def _generic(b: _Builder) -> None:
     """Top-level children in registration order; containers on the way to the head are opened."""
     try:
-        head = find_head(b.model)
+        head = find_head_block(b.model)
     except HeadNotFoundError:
         head = None
 
@@ -396,7 +383,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
 
     Every parameter belongs to exactly one group. The rule per architecture
     family is in this module's docstring; unknown models get their top-level
-    children, with the head split out by ``ftkit.heads.find_head``.
+    children, with the head split out by ``ftkit.heads.find_head_block``.
 
     Args:
         model: any ``nn.Module``; torchvision classification models and

@@ -3,8 +3,10 @@
 Almost every fine-tuning run makes one change to a pretrained network: a new
 output layer sized for the new classes. ``find_head`` names the layer that
 produces the class scores (found by running the model once on data-free meta
-tensors, never by guessing "the last parameter"), ``find_aux_heads`` names
-auxiliary classifiers, and ``replace_head`` swaps them in place.
+tensors, never by guessing "the last parameter"), ``find_head_block`` names the
+whole head (that layer, or the hidden-layer block ``replace_head`` built
+around it), ``find_aux_heads`` names auxiliary classifiers, and
+``replace_head`` swaps them in place.
 
 >>> import torchvision                                      # doctest: +SKIP
 >>> model = torchvision.models.resnet18()                   # doctest: +SKIP
@@ -22,11 +24,14 @@ import torch
 from torch import nn
 
 from ftkit._torchutil import get_module, set_module
+from ftkit.runtime import restore_modes, save_modes
 
-__all__ = ["HeadNotFoundError", "find_head", "find_aux_heads", "replace_head"]
+__all__ = ["HeadNotFoundError", "find_head", "find_head_block", "find_aux_heads", "replace_head"]
 
 # Layers that can produce logits: Linear, and ConvNd for conv heads (SqueezeNet).
 _HEAD_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+# The children _new_head gives a head block (hidden=/dropout=); "out" is always there, and last.
+_BLOCK_PARTS = {"hidden", "act", "drop", "out"}
 # Square input sizes tried, after any size the model states, when tracing the forward.
 _TRIAL_SIZES = (224, 299, 256, 128, 64, 32, 28)
 
@@ -118,7 +123,7 @@ def _trace(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[list[st
                *model.named_buffers(remove_duplicate=False)]
     meta = {n: torch.empty_like(t, device="meta") for n, t in tensors if not t.is_meta}
     dtype = next((t.dtype for _, t in tensors if t.is_floating_point()), None)
-    modes = {m: m.training for m in model.modules()}
+    modes = save_modes(model)
     errors: list[str] = []
     try:
         model.eval()  # no aux branches, no dropout, no running-stat updates
@@ -145,8 +150,7 @@ def _trace(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[list[st
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.train(mode)
+        restore_modes(modes)
     raise HeadNotFoundError(
         f"Could not run {type(model).__name__} on a test input to find its head "
         f"({'; '.join(errors[:3])}). Pass input_shape=(1, C, H, W). "
@@ -207,6 +211,27 @@ def find_head(model: nn.Module, *, input_shape: Sequence[int] | None = None) -> 
             f"Candidate layers: {_describe(model, list(dict.fromkeys(reversed(layers)))[:8])}."
         )
     return head
+
+
+def _is_block(module: nn.Module) -> bool:
+    """A head block as ``replace_head`` builds it: Sequential(hidden?, act?, drop?, out)."""
+    names = [n for n, _ in module.named_children()]
+    return isinstance(module, nn.Sequential) and names[-1:] == ["out"] and set(names) <= _BLOCK_PARTS
+
+
+def find_head_block(model: nn.Module, *, input_shape: Sequence[int] | None = None) -> str:
+    """Qualified name of the whole classifier head, the module ``replace_head`` swaps.
+
+    :func:`find_head`'s answer, except after ``replace_head(..., hidden=)`` or
+    ``dropout=``: there ``find_head`` names the final layer (``"fc.out"``), and
+    this the new block around it (``"fc"``), whose input is the body's features.
+    """
+    return _block_of(model, find_head(model, input_shape=input_shape))
+
+
+def _block_of(model: nn.Module, head: str) -> str:
+    parent, _, leaf = head.rpartition(".")
+    return parent if parent and leaf == "out" and _is_block(get_module(model, parent)) else head
 
 
 def find_aux_heads(model: nn.Module, num_classes: int | None = None) -> list[str]:
@@ -297,6 +322,20 @@ def _set_num_classes(model: nn.Module, head_name: str, num_classes: int) -> None
             owner._global_params = params._replace(num_classes=num_classes)
 
 
+def _first_layer(head: nn.Module) -> nn.Module | None:
+    """The layer a head's input enters (itself, or a block's ``hidden``/``out``)."""
+    return next((m for m in head.modules() if isinstance(m, _HEAD_TYPES)), None)
+
+
+def _timm_template(model: nn.Module) -> nn.Module:
+    """A layer to size a new head from, read before ``reset_classifier`` changes anything."""
+    layer = _first_layer(model.get_classifier())
+    if layer is None:  # nn.Identity (built without classes): a stand-in as wide as timm's features
+        ref = next(iter(model.parameters()))
+        layer = nn.Linear(model.num_features, 1, device=ref.device, dtype=ref.dtype).train(model.training)
+    return layer
+
+
 def _reset_timm_head(model: nn.Module, num_classes: int) -> str:
     """Call the model's own ``reset_classifier``; keep device, dtype, trainability."""
     old = model.get_classifier()
@@ -326,6 +365,7 @@ def replace_head(model: nn.Module, num_classes: int, *, hidden: int | None = Non
       (its ReLU and pooling stay).
     * Inception v3 / GoogLeNet auxiliary heads are resized too (plain layers).
     * Models with a timm-style ``reset_classifier(num_classes)`` have it called.
+    * A head block from an earlier ``replace_head(hidden=...)`` is replaced whole.
     * ``num_classes`` attributes the model keeps are updated.
 
     Args:
@@ -346,18 +386,19 @@ def replace_head(model: nn.Module, num_classes: int, *, hidden: int | None = Non
     Linear(in_features=512, out_features=10, bias=True)
     """
     _check_sizes(num_classes, hidden, dropout)
+    # Build everything first, then change the model: a failure leaves it as it was.
     if callable(getattr(model, "reset_classifier", None)) and callable(
             getattr(model, "get_classifier", None)):
-        name = _reset_timm_head(model, num_classes)
-        if hidden is None and dropout == 0:
-            return model
-        head_name, aux_names = name, []
-    else:
-        head_name = find_head(model)
-        old_out = _out_size(get_module(model, head_name))
-        aux_names = find_aux_heads(model, old_out)
-    # Build everything first, then swap: a failure leaves the model as it was.
-    new = {head_name: _new_head(get_module(model, head_name), num_classes, hidden, dropout)}
+        block = None if hidden is None and dropout == 0 else \
+            _new_head(_timm_template(model), num_classes, hidden, dropout)
+        head_name = _reset_timm_head(model, num_classes)
+        if block is not None:
+            set_module(model, head_name, block)
+        return model
+    final = find_head(model)
+    head_name = _block_of(model, final)  # a block from an earlier replace_head is replaced whole
+    aux_names = find_aux_heads(model, _out_size(get_module(model, final)))
+    new = {head_name: _new_head(_first_layer(get_module(model, head_name)), num_classes, hidden, dropout)}
     new.update({n: _new_head(get_module(model, n), num_classes, None, 0.0) for n in aux_names})
     for name, module in new.items():
         set_module(model, name, module)

@@ -33,7 +33,10 @@ class History:
             ``time_s`` (training seconds in the epoch, evaluation excluded).
         interrupted: True when Ctrl-C (KeyboardInterrupt) ended the run.
         stopped_reason: why the run ended early; None when it ran to the end.
-        config: the settings of the run (optimizer, lr, schedule, seed...).
+        config: the settings of the run (optimizer, schedule, seed...):
+            ``group_lrs`` maps each param group to the LR it started from;
+            ``lr`` is fit's default LR, None when every group set its own
+            (or the optimizer was an instance).
     """
 
     steps: list[dict] = field(default_factory=list)

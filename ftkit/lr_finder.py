@@ -25,7 +25,6 @@ What is different from fastai / torch-lr-finder / Lightning:
 from __future__ import annotations
 
 import math
-import random
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -33,19 +32,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from ftkit._torchutil import resolve_device
+from ftkit._torchutil import resolve_device, seed_everything
 from ftkit.lr_result import LRFindResult, SweepRecord, assemble_result
 from ftkit.lr_rules import rule_names
-from ftkit.optim import group_names
+from ftkit.optim import build_optimizer, group_names, optimizer_to
+from ftkit.runtime import Runtime, restore_modes, save_modes, split_batch, to_device
 from ftkit.snapshot import StateSnapshot
+from ftkit.train import evaluate_loader
 
 __all__ = ["lr_find", "sweep_lrs", "smooth_losses"]
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": lambda groups, lr: torch.optim.SGD(groups, lr=lr, momentum=0.9),
-    "adam": lambda groups, lr: torch.optim.Adam(groups, lr=lr),
-    "adamw": lambda groups, lr: torch.optim.AdamW(groups, lr=lr),
-}
+SGD_MOMENTUM = 0.9  # optimizer="sgd"
 
 
 def sweep_lrs(start_lr: float, end_lr: float, num_iter: int, step_mode: str = "exp") -> np.ndarray:
@@ -102,8 +99,10 @@ def lr_find(
         criterion: loss function; default ``nn.CrossEntropyLoss()``.
         optimizer: an Optimizer (any param groups, existing state welcome) or
             "sgd" (momentum 0.9) | "adam" | "adamw", built over ``param_groups``
-            or over the parameters with ``requires_grad``.
-        param_groups: groups for a string optimizer (e.g. ``ftkit.lr_groups.param_groups``).
+            or over the parameters with ``requires_grad`` (one group "all"),
+            by :func:`ftkit.optim.build_optimizer`, as ``fit`` does.
+        param_groups: groups of this very model for a string optimizer
+            (e.g. ``ftkit.lr_groups.param_groups(model, ...)``).
         start_lr, end_lr, num_iter, step_mode: the sweep (``sweep_lrs``).
         beta: smoothing of the loss (bias-corrected EMA).
         diverge_factor: stop when the smoothed loss exceeds this multiple of the
@@ -130,7 +129,9 @@ def lr_find(
         the weights.
 
     Raises:
-        ValueError, KeyError, TypeError: for bad arguments, before anything changes.
+        ValueError, KeyError, TypeError: for bad arguments (ValueError for an
+            unknown optimizer or groups of another model, as in ``fit``),
+            before anything changes.
         Any exception from the model, data or criterion, after restoring.
     """
     skip_start = num_iter // 10 if skip_start is None else skip_start
@@ -139,7 +140,7 @@ def lr_find(
         if d is not None and not isinstance(d, DataLoader) and len(d) == 0:
             raise ValueError(f"{name} is empty: there are no batches to train on")
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
-    opt = _make_optimizer(model, optimizer, param_groups, start_lr)
+    opt = build_optimizer(model, optimizer, param_groups, lr=start_lr, momentum=SGD_MOMENTUM, weight_decay=0.0)
     names = group_names(opt)
     base = [float(g["lr"]) for g in opt.param_groups]
     ratios, reference = _ratios(base, names, group)
@@ -148,6 +149,7 @@ def lr_find(
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
+    rt = Runtime(dev, amp=False, channels_last=False)
     home = _single_device(model)
     move = home is not None and home != dev
     generators = _loader_generators(data)
@@ -161,30 +163,29 @@ def lr_find(
     try:
         if move:
             model.to(dev)
-            _move_optimizer_state(opt, dev)
+            optimizer_to(opt, dev)
         if not model.training:
             model.train()
-        train_modes = [(m, m.training) for m in model.modules()]
+        train_modes = save_modes(model)
         for k in range(seeds):
             if k:
                 snapshot.restore(model, opt, rng=False)
-                for m, flag in train_modes:
-                    m.training = flag
-            _seed_all(seed + k, dev)
+                restore_modes(train_modes)
+            seed_everything(seed + k, cuda=dev.type == "cuda")  # only touch CUDA when the sweep runs there
             for g in generators:
                 g.manual_seed(seed + k)
             loader = _as_loader(data, batch_size, shuffle=True, seed=seed + k)
             val_loader = None if val_data is None else _as_loader(val_data, batch_size, False, 0)
             runs.append(SweepRecord())
             _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base,
-                   beta, diverge_factor, dev, train_modes, runs[-1])
+                   beta, diverge_factor, rt, runs[-1])
     except KeyboardInterrupt:  # partial result below, marked "interrupted"
         if not runs or runs[-1].ending != "interrupted":
             runs.append(SweepRecord())  # interrupted between sweeps: the next one has 0 steps
     finally:
         if move:
             model.to(home)
-            _move_optimizer_state(opt, home)
+            optimizer_to(opt, home)
         snapshot.restore(model, opt)
         _clear_grads(model)
         for g, state in zip(generators, gen_states):
@@ -204,7 +205,7 @@ def lr_find(
 
 
 def _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base, beta,
-           diverge_factor, dev, train_modes, run: SweepRecord) -> None:
+           diverge_factor, rt: Runtime, run: SweepRecord) -> None:
     """One sweep; appends to ``run`` as it goes and sets ``run.ending``."""
     batches = _cycle(loader)
     avg, best = 0.0, math.inf
@@ -213,15 +214,16 @@ def _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base, be
             for g, ratio, lr0 in zip(opt.param_groups, ratios, base):
                 _set_lr(g, lr * ratio if ratio is not None else lr0)
             applied = [float(g["lr"]) for g in opt.param_groups]
-            x, y = _to(_split(next(batches)), dev)
+            x, y = split_batch(next(batches))
+            x, y = rt.inputs(x), to_device(y, rt.device)
             opt.zero_grad(set_to_none=True)
             loss = criterion(model(x), y)
             loss.backward()
             opt.step()
             run.group_lrs.append(applied)
             run.train.append(loss.item())
-            value = run.train[-1] if val_loader is None else _evaluate(
-                model, criterion, val_loader, dev, train_modes)
+            value = run.train[-1] if val_loader is None else evaluate_loader(
+                model, val_loader, rt, criterion)["loss"]
             avg = beta * avg + (1 - beta) * value
             smooth = avg / (1 - beta**step)
             run.losses.append(value)
@@ -255,24 +257,6 @@ def _check_args(start_lr, end_lr, num_iter, beta, diverge_factor, seeds, skip_st
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if skip_start < 0 or skip_end < 0:
         raise ValueError(f"skip_start and skip_end must be >= 0, got {skip_start}, {skip_end}")
-
-
-def _make_optimizer(model, optimizer, param_groups, lr) -> torch.optim.Optimizer:
-    if isinstance(optimizer, torch.optim.Optimizer):
-        if param_groups is not None:
-            raise ValueError("pass param_groups only with a string optimizer; an Optimizer "
-                             "instance already has its groups")
-        return optimizer
-    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
-        raise KeyError(f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZERS)} "
-                       "or a torch.optim.Optimizer instance")
-    if param_groups is None:
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the model has no trainable parameters; unfreeze some layers first")
-        param_groups = [{"params": params}]
-    # copies: torch.optim adds defaults to the dicts it is given
-    return OPTIMIZERS[optimizer.lower()]([dict(g) for g in param_groups], lr)
 
 
 def _ratios(base: list[float], names: list[str], group) -> tuple[list[float | None], str]:
@@ -325,14 +309,6 @@ def _as_loader(data, batch_size, shuffle, seed) -> DataLoader:
 # ---- per-step helpers -------------------------------------------------------------------
 
 
-def _seed_all(seed: int, dev: torch.device) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed)
-    if dev.type == "cuda":  # only touch CUDA when the sweep runs there
-        torch.cuda.manual_seed_all(seed)
-
-
 def _cycle(loader) -> Iterator:
     """Batches forever: a loader shorter than the sweep starts a new epoch."""
     while True:
@@ -345,22 +321,6 @@ def _cycle(loader) -> Iterator:
                              "drop_last=True with fewer samples than batch_size)")
 
 
-def _split(batch):
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise TypeError(f"each batch must be (inputs, targets), got {type(batch).__name__}")
-
-
-def _to(obj, dev):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(dev, non_blocking=True)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to(o, dev) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _to(v, dev) for k, v in obj.items()}
-    return obj
-
-
 def _clear_grads(model: nn.Module) -> None:
     for p in model.parameters():
         p.grad = None
@@ -371,29 +331,3 @@ def _set_lr(group: dict, lr: float) -> None:
         group["lr"].fill_(lr)
     else:
         group["lr"] = lr
-
-
-def _move_optimizer_state(opt, dev) -> None:
-    for group in opt.param_groups:
-        # scalar "step" counters live on the CPU unless the optimizer is capturable/fused
-        everything = bool(group.get("capturable") or group.get("fused"))
-        for p in group["params"]:
-            state = opt.state.get(p, {})
-            for k, v in state.items():
-                if isinstance(v, torch.Tensor) and (v.dim() > 0 or everything):
-                    state[k] = v.to(dev)
-
-
-@torch.no_grad()
-def _evaluate(model, criterion, loader, dev, train_modes) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        x, y = _to(_split(batch), dev)
-        total += float(criterion(model(x), y)) * len(y)
-        count += len(y)
-    for m, flag in train_modes:
-        m.training = flag
-    if count == 0:
-        raise ValueError("val_data yielded no samples")
-    return total / count

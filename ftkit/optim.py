@@ -3,14 +3,19 @@
 Schedules are ``torch.optim.lr_scheduler`` objects stepped once per optimizer
 step over the whole run, each starting from its group's own LR, so every
 param group keeps its ratio to the others (discriminative LRs survive the
-schedule).
+schedule). ``fit`` hands the groups back with the settings they came with
+(:func:`save_group_settings` / :func:`restore_group_settings`), so an
+optimizer reused by the next ``fit`` (gradual unfreezing) starts from its
+LRs again, not from where the last schedule ended (0 after "cosine").
 
 >>> opt = build_optimizer(model, "sgd", None, lr=0.1, momentum=0.9, weight_decay=0.0)  # doctest: +SKIP
 >>> sched = make_scheduler(opt, "cosine", total_steps=100)                             # doctest: +SKIP
 """
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -18,7 +23,7 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "STEP_GAMMA", "build_optimizer", "group_names", "make_scheduler",
-           "optimizer_to"]
+           "optimizer_to", "restore_group_settings", "save_group_settings", "starting_lrs"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -82,10 +87,16 @@ def build_optimizer(model: nn.Module, optimizer: str | torch.optim.Optimizer,
     return cls(groups, lr=lr, weight_decay=weight_decay)
 
 
-def group_names(opt: torch.optim.Optimizer) -> list[str]:
-    """One unique name per param group: its ``name`` (``group<i>`` without), ``_2``... on repeats."""
+def group_names(groups: torch.optim.Optimizer | Sequence[dict]) -> list[str]:
+    """One unique name per param group: its ``name`` (``group<i>`` without), ``_2``... on repeats.
+
+    Args:
+        groups: an optimizer, or param-group dicts (e.g. ``ftkit.lr_groups.param_groups``).
+    """
+    if isinstance(groups, torch.optim.Optimizer):
+        groups = groups.param_groups
     names: list[str] = []
-    for i, g in enumerate(opt.param_groups):
+    for i, g in enumerate(groups):
         base = str(g.get("name", f"group{i}"))
         name, k = base, 2
         while name in names:
@@ -94,12 +105,30 @@ def group_names(opt: torch.optim.Optimizer) -> list[str]:
     return names
 
 
+def starting_lrs(opt: torch.optim.Optimizer, names: list[str]) -> dict[str, float]:
+    """Each group's current LR by name; warns when a group with trainable parameters is at 0.
+
+    A group at LR 0 never moves: usually a leftover of a schedule run by hand
+    on a reused optimizer (fit itself hands the LRs back as they came).
+    """
+    lrs = {n: float(g["lr"]) for n, g in zip(names, opt.param_groups)}
+    idle = [n for n, g in zip(names, opt.param_groups)
+            if lrs[n] == 0 and any(p.requires_grad for p in g["params"])]
+    if idle:
+        warnings.warn(f"param groups {idle} have lr 0: their parameters will not change. Set each "
+                      "group's 'lr' (a scheduler's end value, e.g. after a hand-run cosine schedule?) "
+                      "or build a new optimizer.", RuntimeWarning, stacklevel=3)
+    return lrs
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | Callable,
                    total_steps: int) -> lr_scheduler.LRScheduler:
     """The per-step LR scheduler :func:`ftkit.train.fit` uses, starting from each group's current LR.
 
     Args:
-        optimizer: its groups' current ``lr`` are the base (peak for onecycle) LRs.
+        optimizer: its groups' current ``lr`` are the base (peak for onecycle) LRs;
+            ``initial_lr`` is overwritten with them. To change a group's LR
+            between two fits, set its ``lr`` (or build a new optimizer).
         schedule: "constant"; "step" (x0.1 after each third of the run);
             "cosine" (``lr * (1 + cos(pi t / T)) / 2``); "onecycle"
             (``OneCycleLR`` with each group's LR as its peak); or a callable
@@ -124,8 +153,39 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | Callable,
 
 
 def optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
-    """Move optimizer state (momentum buffers...) beside the parameters."""
-    for state in opt.state.values():
-        for k, v in state.items():
-            if isinstance(v, torch.Tensor) and v.dim() > 0:
-                state[k] = v.to(device)
+    """Move optimizer state (momentum buffers, Adam moments...) beside the parameters, in place.
+
+    Scalar ``step`` counters stay on the CPU, where torch keeps them, unless
+    the group is ``capturable`` or ``fused`` (then every tensor moves).
+    """
+    for group in opt.param_groups:
+        everything = bool(group.get("capturable") or group.get("fused"))
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor) and (v.dim() > 0 or everything):
+                    state[k] = v.to(device)
+
+
+def save_group_settings(opt: torch.optim.Optimizer) -> list[dict]:
+    """A copy of each param group's settings (everything but ``params``: lr, momentum, betas...)."""
+    return [{k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+             for k, v in g.items() if k != "params"} for g in opt.param_groups]
+
+
+def restore_group_settings(opt: torch.optim.Optimizer, saved: list[dict]) -> None:
+    """Put back what :func:`save_group_settings` copied; keys added since (``initial_lr``...) go.
+
+    Tensor settings (a capturable Adam's tensor ``lr``) are written in place,
+    so the tensor object stays the same.
+    """
+    for group, settings in zip(opt.param_groups, saved):
+        for k in [k for k in group if k != "params" and k not in settings]:
+            del group[k]
+        for k, v in settings.items():
+            current = group.get(k)
+            if isinstance(v, torch.Tensor) and isinstance(current, torch.Tensor) and current.shape == v.shape:
+                with torch.no_grad():
+                    current.copy_(v)
+            else:
+                group[k] = v

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ftkit.runtime import restore_modes, save_modes
+
 __all__ = ["StateSnapshot"]
 
 
@@ -85,7 +87,7 @@ class StateSnapshot:
                        if p.requires_grad or id(p) in held}
         self.buffers = {n: _cpu_copy(b) for n, b in model.named_buffers()}
         self.requires_grad = {n: p.requires_grad for n, p in named.items()}
-        self.modes = [(m, m.training) for m in model.modules()]
+        self.modes = save_modes(model)
         self.groups = ([{k: _save(v) for k, v in g.items() if k != "params"}
                         for g in optimizer.param_groups] if optimizer else [])
         self.state = ({p: {k: _save(v) for k, v in s.items()} for p, s in optimizer.state.items()}
@@ -126,8 +128,7 @@ class StateSnapshot:
                 buffers[n].copy_(saved)
         for n, flag in self.requires_grad.items():
             named[n].requires_grad_(flag)
-        for m, flag in self.modes:
-            m.training = flag
+        restore_modes(self.modes)
         if optimizer is not None:
             self._restore_optimizer(optimizer)
         if rng and self.rng is not None:

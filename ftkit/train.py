@@ -14,7 +14,9 @@ with the bookkeeping a learner should not have to write each time:
 * a NaN/Inf loss, or a step that makes a parameter non-finite, stops the run
   and leaves the model at its last good weights; Ctrl-C returns what was
   recorded so far;
-* every module's train/eval flag is restored when ``fit`` returns.
+* every module's train/eval flag is restored when ``fit`` returns, and so are
+  the optimizer's param-group settings (lr, momentum...), so an optimizer
+  passed to the next ``fit`` starts from its LRs again.
 
 Beside it: ``ftkit.history`` (the History record), ``ftkit.callbacks``
 (the callback protocol, LivePlot), ``ftkit.checkpoints``, ``ftkit.crossval``.
@@ -28,7 +30,7 @@ import contextlib
 import math
 import time
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,24 +39,46 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ftkit.bn_stats import recompute_bn_stats
-from ftkit.callbacks import callback_list, dispatch
+from ftkit.callbacks import StopTraining, callback_list, dispatch
 from ftkit.history import History
-from ftkit.optim import SCHEDULES, build_optimizer, group_names, make_scheduler, optimizer_to
-from ftkit.runtime import Runtime, resolve_runtime, restore_modes, rng_devices, save_modes
+from ftkit.optim import (
+    SCHEDULES,
+    build_optimizer,
+    group_names,
+    make_scheduler,
+    optimizer_to,
+    restore_group_settings,
+    save_group_settings,
+    starting_lrs,
+)
+from ftkit.runtime import Runtime, resolve_runtime, restore_modes, save_modes, seeded, split_batch, to_device
 
-__all__ = ["StopTraining", "fit", "evaluate"]
-
-
-class StopTraining(Exception):
-    """Raise from a callback to end :func:`fit` cleanly (e.g. early stopping).
-
-    The message becomes ``History.stopped_reason``.
-    """
+__all__ = ["fit", "evaluate", "evaluate_loader"]
 
 
 # ---------------------------------------------------------------- evaluation
 
-def _evaluate(model: nn.Module, loader: DataLoader, rt: Runtime) -> dict:
+def evaluate_loader(model: nn.Module, loader: Iterable, rt: Runtime,
+                    criterion: Callable[[Any, Any], torch.Tensor] | None = None) -> dict:
+    """Mean loss (and accuracy) of ``model`` over the batches of ``loader``, in eval mode.
+
+    Runs without gradients, under ``rt``'s autocast, and restores every
+    module's train/eval flag afterwards. Shared by :func:`fit`,
+    :func:`evaluate` and ``ftkit.lr_finder`` (validation mode).
+
+    Args:
+        model: already on ``rt.device``.
+        loader: batches ``(x, y, ...)``.
+        rt: where and how to run (:func:`ftkit.runtime.resolve_runtime`).
+        criterion: a mean-reduced loss ``criterion(out, y)``; None: cross-entropy
+            on the logits ``(B, C)``, and accuracy as well.
+
+    Returns:
+        ``{"loss": float, "acc": float | None, "n": int}`` (``acc`` is None with a criterion).
+
+    Raises:
+        ValueError: when ``loader`` yields no samples.
+    """
     modes = save_modes(model)
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
@@ -62,16 +86,22 @@ def _evaluate(model: nn.Module, loader: DataLoader, rt: Runtime) -> dict:
     n = 0
     try:
         with torch.no_grad():
-            for x, y in loader:
-                x, y = rt.inputs(x), y.to(rt.device)
+            for batch in loader:
+                x, y = split_batch(batch)
+                x, y = rt.inputs(x), to_device(y, rt.device)
                 with rt.autocast():
                     out = model(x)
-                loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
-                correct += (out.argmax(1) == y).sum()
+                if criterion is None:
+                    loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
+                    correct += (out.argmax(1) == y).sum()
+                else:  # mean over the batch -> sum, so a short last batch weighs what it holds
+                    loss_sum += criterion(out, y).detach().double() * len(y)
                 n += len(y)
     finally:
         restore_modes(modes)
-    return {"loss": loss_sum.item() / n, "acc": correct.item() / n, "n": n}
+    if n == 0:
+        raise ValueError("the evaluation data yielded no samples")
+    return {"loss": loss_sum.item() / n, "acc": None if criterion is not None else correct.item() / n, "n": n}
 
 
 def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
@@ -88,7 +118,7 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
         raise ValueError("evaluate() got an empty data set")
     rt = resolve_runtime(device)
     model.to(rt.device)
-    return _evaluate(model, DataLoader(data, batch_size=batch_size, shuffle=False), rt)
+    return evaluate_loader(model, DataLoader(data, batch_size=batch_size, shuffle=False), rt)
 
 
 # ---------------------------------------------------------------- the loop
@@ -168,6 +198,10 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         lr: LR of every group that does not set its own (ignored with an
             optimizer instance, whose groups' current LRs are used).
         optimizer: "sgd" (with ``momentum``), "adam", "adamw", or an instance.
+            An instance keeps its state (momentum...) across fits; its groups'
+            settings (lr, momentum, betas) come back as they went in, so the
+            next fit starts from the same LRs (set a group's ``lr`` to change
+            it, or build a new optimizer). A group with lr 0 draws a warning.
         param_groups: dicts for ``torch.optim`` (e.g. ``ftkit.lr_groups.param_groups``),
             each may carry ``lr``, ``weight_decay`` and a ``name``; a group
             without them gets ``lr`` and ``weight_decay`` below. Default: one
@@ -199,7 +233,9 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
             pass over ``train_data``.
 
     Returns:
-        A :class:`History`. On a NaN/Inf loss (or non-finite weights after a
+        A :class:`History`; ``config["group_lrs"]`` holds each group's starting
+        LR, ``config["lr"]`` the default LR (None when every group sets its own,
+        or with an optimizer instance). On a NaN/Inf loss (or non-finite weights after a
         step) training stops with a warning, ``stopped_reason`` says why, and
         the model holds the weights and BatchNorm statistics of the last
         completed step (the optimizer's momentum is not rolled back). Ctrl-C
@@ -227,11 +263,19 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer_to(opt, rt.device)
-    sched = make_scheduler(opt, schedule, total)
     names = group_names(opt)
+    group_lrs = starting_lrs(opt, names)
+    settings = save_group_settings(opt)  # put back on return: schedules leave lr at its end value
+    try:
+        sched = make_scheduler(opt, schedule, total)
+    except Exception:
+        restore_group_settings(opt, settings)
+        raise
     named = isinstance(optimizer, str)
+    uses_default = named and (param_groups is None or any("lr" not in g for g in param_groups))
     history = History(config={
-        "optimizer": optimizer if named else type(optimizer).__name__, "lr": lr if named else None,
+        "optimizer": optimizer if named else type(optimizer).__name__, "lr": lr if uses_default else None,
+        "group_lrs": group_lrs,
         "schedule": schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"),
         "batch_size": batch_size, "seed": seed, "epochs": n_epochs, "total_steps": total,
         "device": str(rt.device), "amp": rt.amp, "groups": names, "n_train": len(train_data),
@@ -246,8 +290,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         model.train()  # pins (submodules in eval inside a model in train mode) are kept otherwise
     bar = tqdm(total=total, desc="fit", unit="step", disable=not progress)
     try:
-        with torch.random.fork_rng(devices=rng_devices(rt.device)):
-            torch.manual_seed(seed)  # dropout and in-process augmentation: same seed, same draws
+        with seeded(seed, rt.device):  # dropout and in-process augmentation: same seed, same draws
             loop.run(n_epochs, total, eval_every, bar)
     except _Diverged as err:
         loop.undo_partial_step()
@@ -267,6 +310,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     finally:
         bar.close()
         restore_modes(modes)
+        restore_group_settings(opt, settings)
     return history
 
 
@@ -349,7 +393,7 @@ class _Loop:
         t0 = time.perf_counter()
         if self.bn_loader is not None:
             recompute_bn_stats(self.model, self.bn_loader)
-        res = _evaluate(self.model, self.val_loader, self.rt)
+        res = evaluate_loader(self.model, self.val_loader, self.rt)
         row = {"step": self.step, "epoch": self.epoch, "val_loss": res["loss"], "val_acc": res["acc"],
                "elapsed_s": self.train_s() - (time.perf_counter() - t0)}
         evals.append(row)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ftkit.lr_finder import lr_find
 from ftkit.lr_result import LRFindResult
+from ftkit.optim import group_names
 from ftkit.plots import plot_lr_find
 
 __all__ = ["LRFinderWidget", "lr_finder_widget", "RaceWidget", "race_widget"]
@@ -83,8 +84,7 @@ class LRFinderWidget(widgets.VBox):
     def _group_options(self, names: list[str] | None = None) -> list[tuple[str, Any]]:
         if names is None:
             opt, groups = self._defaults.get("optimizer"), self._defaults.get("param_groups")
-            raw = getattr(opt, "param_groups", None) or groups or []
-            names = [str(g.get("name", f"group{i}")) for i, g in enumerate(raw)]
+            names = group_names(getattr(opt, "param_groups", None) or groups or [])  # as lr_find names them
         return [(_ALL_GROUPS, None)] + [(n, n) for n in names]
 
     def settings(self) -> dict[str, Any]:
@@ -142,13 +142,10 @@ def lr_finder_widget(model_factory_or_model: nn.Module | Callable[[], Any], data
 
 
 def _race_png(result) -> bytes:
-    from ftkit.plots import plot_race
+    from ftkit.plots import plot_race_panels
 
     fig = Figure(figsize=(12, 4.2))
-    ax_acc, ax_loss = fig.subplots(1, 2)
-    plot_race(result.curves, ax_acc, metric="val_acc", target=result.target_acc)
-    plot_race(result.curves, ax_loss, metric="val_loss")
-    fig.tight_layout()
+    plot_race_panels(result, fig.subplots(1, 2))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     return buf.getvalue()

@@ -2,9 +2,10 @@ import copy
 
 import torch
 from tiny_task import FAST, Quadrants, TinyNet
+from torch import nn
 
 from ftkit.bn_stats import recompute_bn_stats, updating_bn_layers
-from ftkit.freeze import freeze
+from ftkit.freeze import freeze, is_bn_frozen
 from ftkit.train import fit
 
 
@@ -54,3 +55,17 @@ def test_precise_bn_changes_evaluation_not_the_training_trajectory():
     assert all(torch.equal(w_plain[k], w_precise[k]) for k in w_plain if "running" not in k and "batches" not in k)
     assert precise.config["precise_bn"] is True
     assert [r["val_loss"] for r in plain.evals] != [r["val_loss"] for r in precise.evals]
+
+
+def test_instance_norm_with_stats_is_pinned_by_freeze_but_not_recomputed():
+    """Why bn_stats keeps its own, narrower BN test: InstanceNorm reads momentum=None as 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4, track_running_stats=True),
+                          nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 14 * 14, 4))
+    model(torch.randn(8, 3, 16, 16))  # InstanceNorm's running stats move away from 0 / 1
+    stats = model[1].running_mean.clone()
+    assert updating_bn_layers(model) == ["2"]
+    assert recompute_bn_stats(model, Quadrants(16)) == 1
+    assert torch.equal(model[1].running_mean, stats) and stats.abs().sum() > 0
+    freeze(model, names=["1"])
+    assert is_bn_frozen(model[1])

@@ -38,3 +38,18 @@ def test_liveplot_updates_one_display_in_a_notebook(data, monkeypatch):
     # draws at steps 4, 8, 12 and at both epoch-end evaluations: one display, then updates in place
     assert [kind for kind, _ in shown] == ["display"] + ["update"] * 4
     assert shown[-1][1] == [2, 1]  # train + val loss; val accuracy
+
+
+def test_stop_training_lives_beside_the_protocol(data):
+    import ftkit.train
+    from ftkit.callbacks import StopTraining
+
+    assert ftkit.train.StopTraining is StopTraining  # the one fit catches
+
+    class StopAt2:
+        def on_step(self, history, row):
+            if row["step"] == 2:
+                raise StopTraining("enough")
+
+    h = fit(tiny(), data[0], epochs=2, lr=0.05, callbacks=StopAt2(), **FAST)
+    assert len(h.steps) == 2 and h.stopped_reason == "stopped by a callback: enough"

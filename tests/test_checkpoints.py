@@ -73,3 +73,43 @@ def test_checkpoint_rejects_bad_meta_and_mismatched_models(tmp_path):
     assert_same_state(before, state(model))
     with pytest.raises(ValueError, match="no optimizer state"):
         load_checkpoint(path, tiny(bn=False), torch.optim.SGD(tiny(bn=False).parameters(), lr=1))
+
+
+def _opt_state(opt):
+    sd = opt.state_dict()
+    return sd["param_groups"], {i: {k: v.clone() for k, v in s.items()} for i, s in sd["state"].items()}
+
+
+def _assert_same_opt_state(a, b):
+    assert a[0] == b[0] and a[1].keys() == b[1].keys()
+    for i in a[1]:
+        assert a[1][i].keys() == b[1][i].keys()
+        assert all(torch.equal(a[1][i][k], b[1][i][k]) for k in a[1][i]), i
+
+
+@pytest.mark.parametrize("old_file", [False, True])
+def test_loading_another_optimizers_state_changes_nothing(data, tmp_path, old_file):
+    """SGD state into an Adam: a clear error, model and optimizer untouched (not a bare KeyError
+    'step' from Adam.__setstate__ after the weights were replaced). ``old_file``: a checkpoint
+    without the optimizer's class name, where only the failed load itself can tell."""
+    model_a = tiny()
+    opt_a = torch.optim.SGD(model_a.parameters(), lr=0.05, momentum=0.9)
+    fit(model_a, data[0], max_steps=3, optimizer=opt_a, **FAST)
+    path = save_checkpoint(tmp_path / "sgd.pt", model_a, opt_a)
+    if old_file:
+        payload = torch.load(path, weights_only=True)
+        del payload["optimizer_class"]
+        torch.save(payload, path)
+
+    model_b = tiny(seed=99)
+    opt_b = torch.optim.Adam(model_b.parameters(), lr=1e-3)
+    fit(model_b, data[0], max_steps=2, optimizer=opt_b, **FAST)  # Adam state to keep intact
+    before, opt_before = state(model_b), _opt_state(opt_b)
+    groups_before = opt_b.param_groups
+    match = "does not fit this Adam" if old_file else "checkpoint's optimizer is a SGD.*given a Adam"
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(path, model_b, opt_b)
+    assert_same_state(before, state(model_b))
+    _assert_same_opt_state(opt_before, _opt_state(opt_b))
+    assert opt_b.param_groups is groups_before
+    fit(model_b, data[0], max_steps=1, optimizer=opt_b, **FAST)  # still a working Adam

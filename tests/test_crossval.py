@@ -43,3 +43,19 @@ def test_cross_validate_rows_summary_and_determinism(data):
     assert s["val_acc_std"] == pytest.approx(df["val_acc"].std(ddof=1))
     again = cross_validate(lambda: TinyNet(), train, **kw)
     assert again["val_loss"].tolist() == df["val_loss"].tolist()
+
+
+def test_cross_validate_on_cpu_leaves_the_cuda_rngs_alone(data, monkeypatch):
+    """torch.manual_seed inside fork_rng(devices=[]) seeded every CUDA generator, unforked."""
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(("all", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(("one", seed)))
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    calls.clear()
+    df = cross_validate(lambda: TinyNet(), data[0], k=2, seed=0, max_steps=2, **FAST)
+    assert calls == [] and len(df) == 2
+    assert torch.equal(torch.rand(3), expected)  # the caller's CPU RNG too

@@ -5,10 +5,12 @@ import os
 import numpy as np
 import pytest
 import torch
+import torchvision
 from tiny_task import Quadrants
 from torch import nn
 from torch.utils.data import Subset
 
+from ftkit._torchutil import get_module
 from ftkit.features import (
     Features,
     TorchProbe,
@@ -20,6 +22,7 @@ from ftkit.features import (
     fit_feature_classifier,
     weights_hash,
 )
+from ftkit.heads import find_head, replace_head
 from ftkit.train import fit
 
 
@@ -94,6 +97,38 @@ def test_default_layer_is_the_input_of_the_head(data):
         expected = model.features(data.x).flatten(1)            # what enters fc: (N, 32)
     assert f.layer == "fc" and f.hook == "input" and f.X.shape == (60, 32)
     np.testing.assert_allclose(f.X, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("build, block", [
+    (tiny, "fc"),
+    (lambda: torchvision.models.mobilenet_v2(num_classes=4, width_mult=0.25), "classifier.1"),
+], ids=["generic", "mobilenet_v2"])
+def test_default_layer_after_replace_head_with_hidden_is_the_body_features(data, build, block):
+    torch.manual_seed(0)
+    model = replace_head(build(), 4, hidden=7, dropout=0.2)   # random hidden layer: not a feature
+    assert find_head(model) == f"{block}.out"
+    f = extract_features(model, data, batch_size=30, device="cpu")
+    body = []
+    handle = get_module(model, block).register_forward_pre_hook(lambda m, args: body.append(args[0]))
+    model.eval()
+    with torch.no_grad():
+        model(data.x)
+    handle.remove()
+    assert (f.layer, f.hook) == (block, "input") and f.X.shape == tuple(body[0].shape) != (60, 7)
+    np.testing.assert_allclose(f.X, body[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_model_is_moved_to_device_on_cache_hits_too(data, tmp_path):
+    model = tiny()
+    extract_features(model, data, "features", device="cpu", cache=tmp_path)
+    moves = []
+    model.to = lambda *a, **kw: moves.append(a) or nn.Module.to(model, *a, **kw)  # a spy, same behaviour
+    extract_features(model, data, "features", device="cpu", cache=tmp_path)  # memory hit
+    clear_feature_cache(counters=False)
+    extract_features(model, data, "features", device="cpu", cache=tmp_path)  # disk hit
+    info = feature_cache_info()
+    assert (info["hits"], info["disk_hits"], info["misses"]) == (1, 1, 1)
+    assert moves == [(torch.device("cpu"),)] * 2
 
 
 def test_extraction_restores_mode_and_requires_grad(data):

@@ -7,10 +7,11 @@ import torch
 import torchvision
 from torch import nn
 
-from ftkit._torchutil import count_params, get_module
+from ftkit._torchutil import get_module
 from ftkit.freeze import audit, freeze, trainable_summary, unfreeze
 from ftkit.heads import find_head, replace_head
 from ftkit.lr_groups import param_groups
+from ftkit.optim import group_names
 
 BODY_GROUPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
 
@@ -48,6 +49,11 @@ def sgd_over_everything(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
 
 
+def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+    """The reference count, by hand: scalars in every (or every trainable) parameter."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
 def flags(model: nn.Module) -> dict:
     return {n: p.requires_grad for n, p in model.named_parameters()}
 
@@ -60,6 +66,14 @@ def test_all_but_head_leaves_only_the_head_trainable(build):
     model = freeze(build(), all_but_head=True)
     head = get_module(model, find_head(model))
     assert count_params(model, trainable_only=True) == count_params(head) > 0
+
+
+def test_all_but_head_keeps_a_new_hidden_layer_trainable():
+    from tiny_task import tiny
+
+    model = freeze(replace_head(tiny(), 4, hidden=7), all_but_head=True)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        "fc.hidden.weight", "fc.hidden.bias", "fc.out.weight", "fc.out.bias"]
 
 
 def test_plain_requires_grad_false_does_not_freeze_batchnorm():
@@ -189,6 +203,14 @@ def test_clean_setup_audits_ok_with_the_lr_table():
         {"group": "head", "lr": 1e-2, "initial_lr": 1e-2, "weight_decay": 0.0,
          "tensors": 2, "frozen": 0, "values": 512 * 5 + 5}]
     assert "audit: OK" in str(report) and "<table" in report._repr_html_()
+
+
+def test_audit_names_groups_as_the_rest_of_the_kit():
+    model = resnet()
+    opt = torch.optim.SGD([{"params": model.layer4.parameters()}, {"params": model.fc.parameters()},
+                           {"params": model.conv1.parameters(), "name": "x"},
+                           {"params": model.bn1.parameters(), "name": "x"}], lr=0.1)
+    assert list(audit(model, opt).lrs["group"]) == group_names(opt) == ["group0", "group1", "x", "x_2"]
 
 
 def test_audit_catches_a_head_replaced_after_the_optimizer_was_built():

@@ -4,6 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ftkit._torchutil import find_module, get_module
 from ftkit.groups import LayerGroup, layer_groups
 from ftkit.heads import find_head, replace_head
 
@@ -138,3 +139,20 @@ def test_generic_fallback_uses_top_level_children_and_find_head():
     seq = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2))
     assert [(g.name, g.modules) for g in layer_groups(seq)] == [("1", ["1"]), ("head", ["3"])]
 
+
+def test_generic_model_keeps_a_replaced_head_block_whole():
+    model = replace_head(_Net(), 5, hidden=4, dropout=0.1)
+    groups = layer_groups(model)
+    assert_partition(model, groups)
+    assert [(g.name, g.modules) for g in groups][-2:] == [("neck", ["neck", "norm"]), ("head", ["out"])]
+
+
+def test_get_module_resolves_every_name_and_lists_candidates_for_a_typo():
+    model = _Net()
+    model.alias = model.out  # one module, two names: named_modules() lists only "out"
+    assert get_module(model, "alias") is model.out and get_module(model, "body.1") is model.body[1]
+    assert get_module(model, "") is model and find_module(model, "body.7") is None
+    with pytest.raises(KeyError, match="no submodule 'nek'; candidates: body, pool, neck"):
+        get_module(model, "nek")
+    with pytest.raises(KeyError, match="candidates: body, body.0"):
+        get_module(model, "body.7")

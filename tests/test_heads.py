@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -9,8 +10,9 @@ import torchvision
 from torch import nn
 from torch.nn.modules import module as torch_module
 
+from ftkit import heads
 from ftkit._torchutil import get_module
-from ftkit.heads import HeadNotFoundError, find_aux_heads, find_head, replace_head
+from ftkit.heads import HeadNotFoundError, find_aux_heads, find_head, find_head_block, replace_head
 
 TORCHVISION_MODELS = torchvision.models.list_models(module=torchvision.models)
 
@@ -202,6 +204,44 @@ def test_timm_style_model_uses_its_own_reset_classifier():
     replace_head(model, 5, hidden=4)
     assert model.resets == 2 and find_head(model) == "head"
     assert model(torch.randn(2, 3, 8, 8, dtype=torch.float64)).shape == (2, 5)
+
+
+def test_timm_style_hidden_head_is_built_before_reset_classifier(monkeypatch):
+    model = TimmStyle()
+    head = model.head
+
+    def broken_init(layer):
+        raise RuntimeError("out of memory")  # any failure while building the new head
+
+    monkeypatch.setattr(heads, "_hidden_init", broken_init)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        replace_head(model, 5, hidden=4)
+    assert model.resets == 0 and model.head is head and model.num_classes == 1000
+
+
+def test_timm_style_identity_classifier_gets_a_hidden_head():
+    model = TimmStyle()
+    model.head = nn.Identity()  # as timm builds a model with num_classes=0
+    replace_head(model, 5, hidden=4)
+    assert model.resets == 1 and model.head.hidden.in_features == model.num_features
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 5)
+
+
+def test_a_replaced_head_block_is_found_and_replaced_whole():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3)
+    assert find_head_block(model) == find_head(model) == "fc"
+    replace_head(model, 10, hidden=7, dropout=0.1)
+    assert (find_head(model), find_head_block(model)) == ("fc.out", "fc")
+    replace_head(model, 5, hidden=3)  # not nested inside the old block
+    assert [n for n, _ in model.fc.named_children()] == ["hidden", "act", "out"]
+    assert model.fc.hidden.in_features == 512 and model.fc.out.out_features == 5
+    replace_head(model, 4)
+    assert isinstance(model.fc, nn.Linear) and (model.fc.in_features, model.fc.out_features) == (512, 4)
+    mobilenet = replace_head(build_on_meta("mobilenet_v2"), 10, dropout=0.2)
+    assert find_head_block(mobilenet) == "classifier.1"
+    user_block = nn.Sequential(nn.Flatten(), nn.Sequential(OrderedDict(out=nn.Linear(12, 2))))
+    assert find_head_block(user_block) == "1"  # a block is recognised by the names replace_head gives
 
 
 class DeclaredOutOfOrder(nn.Module):

@@ -202,7 +202,7 @@ def test_bad_arguments_fail_before_anything_changes():
         lr_find(model, data, optimizer=opt, start_lr=1.0, end_lr=1e-3)
     with pytest.raises(ValueError, match="'exp' or 'linear'"):
         lr_find(model, data, optimizer=opt, step_mode="cubic")
-    with pytest.raises(KeyError, match="adamw"):
+    with pytest.raises(ValueError, match="adamw"):  # fit's builder and error (ValueError)
         lr_find(model, data, optimizer="lion")
     with pytest.raises(KeyError, match=r"\['body', 'head'\]"):
         lr_find(model, data, optimizer=opt, group="backbone")
@@ -551,3 +551,68 @@ def test_unshuffled_loader_with_seeds_says_so():
     loader = DataLoader(images(32), batch_size=8, shuffle=False)
     result = lr_find(tiny_cnn(), loader, optimizer="sgd", num_iter=5, seeds=2)
     assert any("not shuffled" in n for n in result.notes)
+
+
+# ---- one implementation, shared with ftkit.train / optim / runtime ------------------------
+
+
+def test_param_groups_of_another_model_are_rejected_as_in_fit():
+    """They trained nothing and still gave a confident suggestion; now fit's builder rejects them."""
+    from ftkit.train import fit
+
+    a, b, data = tiny_cnn(), tiny_cnn(), images()
+    before = capture(b, torch.optim.SGD(b.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="not in this model") as from_lr_find:
+        lr_find(b, data, optimizer="adam", param_groups=groups(a), num_iter=5, batch_size=8)
+    with pytest.raises(ValueError, match="not in this model") as from_fit:
+        fit(b, data, optimizer="adam", param_groups=groups(a), max_steps=1, progress=False, device="cpu")
+    assert str(from_lr_find.value) == str(from_fit.value)
+    assert_same_tensors(before["params"], capture(b, torch.optim.SGD(b.parameters(), lr=0.1))["params"])
+
+
+def test_lr_find_uses_the_shared_helpers(monkeypatch):
+    """Seeding, validation loss, mode save/restore and moving optimizer state each have one
+    implementation (``ftkit._torchutil``, ``ftkit.train``, ``ftkit.runtime``, ``ftkit.optim``)."""
+    import ftkit.lr_finder as lr_finder
+    import ftkit.optim
+    import ftkit.runtime
+    import ftkit.snapshot
+    import ftkit.train
+    from ftkit._torchutil import seed_everything
+
+    calls = {"seed": [], "evaluate": 0, "save_modes": 0, "restore_modes": 0}
+
+    def spy(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(lr_finder, "seed_everything",
+                        lambda seed, **kw: (calls["seed"].append((seed, kw)), seed_everything(seed, **kw)))
+    monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.train.evaluate_loader))
+    for module in (lr_finder, ftkit.snapshot):
+        monkeypatch.setattr(module, "save_modes", spy("save_modes", ftkit.runtime.save_modes))
+        monkeypatch.setattr(module, "restore_modes", spy("restore_modes", ftkit.runtime.restore_modes))
+    assert lr_finder.optimizer_to is ftkit.optim.optimizer_to
+    assert lr_finder.build_optimizer is ftkit.optim.build_optimizer
+
+    val = images(10, seed=2)
+    lr_find(tiny_cnn(), images(), optimizer="sgd", val_data=val, seeds=2, num_iter=4, batch_size=8,
+            diverge_factor=None)
+    assert calls["seed"] == [(0, {"cuda": False}), (1, {"cuda": False})]  # CPU sweep: CUDA RNGs untouched
+    assert calls["evaluate"] == 2 * 4  # the validation loss after each step
+    assert calls["save_modes"] == 2 and calls["restore_modes"] == 3  # snapshot and sweep modes; 2nd seed; end
+
+
+def test_widget_group_names_are_unique_as_lr_find_names_them():
+    from ftkit.widgets import lr_finder_widget
+
+    model, data = tiny_cnn(), images()
+    twins = [{"params": [*model.conv.parameters(), *model.bn.parameters()], "lr": 1e-3, "name": "x"},
+             {"params": list(model.fc.parameters()), "lr": 1e-2, "name": "x"}]
+    w = lr_finder_widget(model, data, optimizer="sgd", param_groups=twins, num_iter=10, batch_size=8)
+    assert [v for _, v in w.controls["group"].options] == [None, "x", "x_2"]
+    w.controls["group"].value = "x_2"
+    result = w.run()
+    assert result.settings["reference_group"] == "x_2" and result.settings["group_names"] == ["x", "x_2"]

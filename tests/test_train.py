@@ -13,8 +13,11 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader
 
+from ftkit.callbacks import StopTraining
 from ftkit.history import History
-from ftkit.train import StopTraining, evaluate, fit
+from ftkit.optim import optimizer_to
+from ftkit.runtime import resolve_runtime
+from ftkit.train import evaluate, evaluate_loader, fit
 
 
 @pytest.fixture(scope="module")
@@ -408,3 +411,99 @@ def test_stop_training_from_a_callback_closes_the_epoch(data):
             **FAST)
     assert not h.interrupted and "callback" in h.stopped_reason
     assert len(h.steps) == 2 and h.epochs[-1]["step"] == 2 and h.evals[-1]["step"] == 2
+
+
+# ---------------------------------------------------------------- reusing an optimizer, config, RNGs
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "step"])
+def test_a_reused_optimizer_starts_the_next_fit_from_its_lrs(data, schedule):
+    """Gradual unfreezing reuses one optimizer: after fit(schedule="cosine") its lr was 0.0, and the
+    next fit never moved a weight. fit hands the groups back as they came (lr, momentum, keys)."""
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    settings = copy.deepcopy([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups])
+    h1 = fit(model, data[0], optimizer=opt, schedule=schedule, max_steps=6, **FAST)
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == settings
+    before = state(model)
+    h2 = fit(model, data[0], optimizer=opt, schedule=schedule, max_steps=6, seed=1, **FAST)
+    assert h2.step_frame()["lr/group0"].tolist() == h1.step_frame()["lr/group0"].tolist()
+    assert not torch.equal(before["fc.weight"], model.fc.weight)
+
+
+def test_a_group_at_lr_zero_is_a_warning(data):
+    model = tiny()
+    opt = torch.optim.SGD([{"params": model.features.parameters(), "lr": 0.0, "name": "body"},
+                           {"params": model.fc.parameters(), "name": "head"}], lr=0.05)
+    with pytest.warns(RuntimeWarning, match=r"\['body'\] have lr 0"):
+        fit(model, data[0], optimizer=opt, max_steps=1, **FAST)
+
+
+def test_config_records_each_groups_lr(data):
+    model = tiny()
+    groups = [{"params": model.features.parameters(), "lr": 0.01, "name": "body"},
+              {"params": model.fc.parameters(), "lr": 0.1, "name": "head"}]
+    h = fit(model, data[0], lr=123.0, param_groups=groups, schedule="onecycle", max_steps=2, **FAST)
+    assert h.config["lr"] is None and h.config["group_lrs"] == {"body": 0.01, "head": 0.1}
+    partly = [{"params": model.features.parameters(), "lr": 0.01}, {"params": model.fc.parameters()}]
+    h = fit(model, data[0], lr=0.05, param_groups=partly, max_steps=1, **FAST)
+    assert h.config["lr"] == 0.05 and h.config["group_lrs"] == {"group0": 0.01, "group1": 0.05}
+    h = fit(model, data[0], lr=0.05, max_steps=1, **FAST)
+    assert h.config["lr"] == 0.05 and h.config["group_lrs"] == {"all": 0.05}
+    h = fit(model, data[0], optimizer=torch.optim.SGD(model.parameters(), lr=0.2), max_steps=1, **FAST)
+    assert h.config["lr"] is None and h.config["group_lrs"] == {"group0": 0.2}
+    assert json.loads(json.dumps(h.to_dict()))["config"]["group_lrs"] == {"group0": 0.2}
+
+
+def spy_cuda_seeding(monkeypatch) -> list:
+    """Records every seeding of a CUDA generator from now on (torch.manual_seed seeds them all,
+    lazily when CUDA is not initialised: the caller's CUDA RNG changes, unforked)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(("all", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(("one", seed)))
+    return calls
+
+
+def test_a_cpu_fit_leaves_the_cuda_rngs_alone(data, monkeypatch):
+    models = [tiny(dropout=0.5), tiny(dropout=0.5)]
+    calls = spy_cuda_seeding(monkeypatch)
+    h1, h2 = (fit(m, data[0], max_steps=3, seed=4, **FAST) for m in models)
+    assert calls == []
+    assert h1.steps == h2.steps  # dropout still seeded
+
+
+def test_optimizer_to_moves_step_counters_only_when_capturable():
+    model = nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    meta = torch.device("meta")
+    optimizer_to(opt, meta)  # plain Adam keeps its scalar step on the CPU
+    assert all(s["exp_avg"].device == meta and s["step"].device.type == "cpu" for s in opt.state.values())
+    opt.param_groups[0]["capturable"] = True  # capturable/fused: step must sit beside the params
+    optimizer_to(opt, meta)
+    assert all(s["step"].device == meta for s in opt.state.values())
+
+
+def test_evaluate_loader_with_and_without_a_criterion(data):
+    model, val = tiny(), data[1]
+    model.train()
+    model.features[1].eval()  # a pinned module: its mode comes back too
+    rt = resolve_runtime("cpu")
+    loader = DataLoader(val, batch_size=40)  # 40 + 40 + 16: a short last batch
+    default = evaluate_loader(model, loader, rt)
+    reference = evaluate(model, val, device="cpu")  # other batches: same numbers up to rounding
+    assert default["acc"] == reference["acc"] and default["n"] == reference["n"] == 96
+    assert default["loss"] == pytest.approx(reference["loss"], rel=1e-6)
+    mse = lambda out, y: ((out - F.one_hot(y, 4).float()) ** 2).mean()  # noqa: E731
+    res = evaluate_loader(model, loader, rt, criterion=mse)
+    with torch.no_grad():
+        model.eval()
+        x, y = next(iter(DataLoader(val, batch_size=len(val))))
+        expected = mse(model(x), y).item()
+    model.train()
+    model.features[1].eval()
+    assert res["acc"] is None and res["n"] == 96 and res["loss"] == pytest.approx(expected, rel=1e-6)
+    assert model.training and not model.features[1].training and model.fc.training
+    with pytest.raises(ValueError, match="no samples"):
+        evaluate_loader(model, [], rt)

@@ -17,16 +17,15 @@ import torchvision
 from PIL import Image
 
 from ftkit import zoo
+from ftkit.predict import classify, preprocess
 from ftkit.zoo import (
     EMBEDDED_BACKBONES,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
     WeightsError,
-    classify,
     list_backbones,
     load_backbone,
-    preprocess,
 )
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -279,6 +278,14 @@ def test_classify_shapes_and_probabilities(photos):
     single = classify(bb, photos[1], top_k=1)
     assert single[0][0][0] == "espresso"
     assert single[0][0][1] == pytest.approx(out[1][0][1], abs=1e-5)
+
+
+def test_classify_restores_every_module_mode(photos):
+    bb = load_backbone("mobilenet_v2", pretrained=False)
+    bb.model.train()
+    bb.model.classifier.eval()  # e.g. a dropout head switched off on purpose
+    classify(bb, photos[1], top_k=1)
+    assert bb.model.training and bb.model.features.training and not bb.model.classifier.training
 
 
 def test_hash_check_is_cached_per_file(monkeypatch):
