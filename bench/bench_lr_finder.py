@@ -1,4 +1,4 @@
-"""Benchmark: ftkit.lr_finder.lr_find against torch_lr_finder.LRFinder.
+"""Benchmark: ftkit.lr.finder.lr_find against torch_lr_finder.LRFinder.
 
 Same model (torchvision ResNet-18, random init, small inputs), same batches
 (one un-shuffled DataLoader), same optimizer settings, same sweep and number of
@@ -31,7 +31,7 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ftkit.lr_finder import lr_find
+from ftkit.lr.finder import lr_find
 
 try:
     import psutil

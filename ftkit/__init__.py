@@ -1,25 +1,25 @@
 """ftkit: fine-tuning and transfer learning you can see, on real weights and data, offline.
 
-The compute API is importable from here; plots (``ftkit.plots``) and widgets
-(``ftkit.widgets``) live in their own modules so that the library works
+The compute API is importable from here; plots (``ftkit.viz.plots``) and widgets
+(``ftkit.viz.widgets``) live in their own modules so that the library works
 without a display or a kernel. ``freeze``/``unfreeze`` are imported from
-``ftkit.freeze`` (a top-level ``ftkit.freeze`` function would hide the module).
+``ftkit.models.freeze`` (a top-level ``ftkit.models.freeze`` function would hide the module).
 """
-from ftkit.bn_stats import recompute_bn_stats
-from ftkit.checkpoints import load_checkpoint, save_checkpoint
-from ftkit.crossval import cross_validate
-from ftkit.data import list_datasets, load_dataset
-from ftkit.experiments import STRATEGIES, Strategy, race
-from ftkit.features import extract_features, fit_feature_classifier
-from ftkit.freeze import audit, trainable_summary
-from ftkit.groups import layer_groups
-from ftkit.heads import find_head, replace_head
-from ftkit.lr_finder import lr_find
-from ftkit.lr_groups import param_groups
-from ftkit.predict import classify
-from ftkit.surgery import transfer_weights
-from ftkit.train import evaluate, fit
-from ftkit.zoo import list_backbones, load_backbone
+from ftkit.models.bn_stats import recompute_bn_stats
+from ftkit.training.checkpoints import load_checkpoint, save_checkpoint
+from ftkit.lab.crossval import cross_validate
+from ftkit.data.catalogue import list_datasets, load_dataset
+from ftkit.lab.race import STRATEGIES, Strategy, race
+from ftkit.analysis.features import extract_features, fit_feature_classifier
+from ftkit.models.freeze import audit, trainable_summary
+from ftkit.models.groups import layer_groups
+from ftkit.models.heads import find_head, replace_head
+from ftkit.lr.finder import lr_find
+from ftkit.lr.groups import param_groups
+from ftkit.models.predict import classify
+from ftkit.models.surgery import transfer_weights
+from ftkit.training.loop import evaluate, fit
+from ftkit.models.zoo import list_backbones, load_backbone
 
 __version__ = "0.1.0"
 

@@ -14,9 +14,9 @@ def _info(args: argparse.Namespace) -> int:
     import torchvision
 
     import ftkit
-    from ftkit.data import list_datasets
-    from ftkit.predict import classify
-    from ftkit.zoo import EMBEDDED_BACKBONES, list_backbones, load_backbone
+    from ftkit.data.catalogue import list_datasets
+    from ftkit.models.predict import classify
+    from ftkit.models.zoo import EMBEDDED_BACKBONES, list_backbones, load_backbone
 
     print(f"ftkit {ftkit.__version__} | python {platform.python_version()} | torch {torch.__version__} "
           f"| torchvision {torchvision.__version__} | numpy {np.__version__}")
@@ -44,10 +44,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ftkit.data import load_dataset
-    from ftkit.experiments import STRATEGIES, race
-    from ftkit.runs import write_race
-    from ftkit.zoo import load_backbone
+    from ftkit.data.catalogue import load_dataset
+    from ftkit.lab.race import STRATEGIES, race
+    from ftkit.lab.folders import write_race
+    from ftkit.models.zoo import load_backbone
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:

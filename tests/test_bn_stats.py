@@ -4,9 +4,9 @@ import torch
 from tiny_task import FAST, Quadrants, TinyNet
 from torch import nn
 
-from ftkit.bn_stats import recompute_bn_stats, updating_bn_layers
-from ftkit.freeze import freeze, is_bn_frozen
-from ftkit.train import fit
+from ftkit.models.bn_stats import recompute_bn_stats, updating_bn_layers
+from ftkit.models.freeze import freeze, is_bn_frozen
+from ftkit.training.loop import fit
 
 
 def test_recomputed_stats_are_the_exact_mean_over_the_data():

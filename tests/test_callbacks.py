@@ -1,9 +1,9 @@
-"""Tests for ftkit.callbacks: LivePlot is silent outside a notebook and updates one display inside."""
+"""Tests for ftkit.training.callbacks: LivePlot is silent outside a notebook and updates one display inside."""
 import pytest
 from tiny_task import FAST, Quadrants, tiny
 
-from ftkit.callbacks import LivePlot
-from ftkit.train import fit
+from ftkit.training.callbacks import LivePlot
+from ftkit.training.loop import fit
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def test_liveplot_is_harmless_outside_a_notebook(data, capsys):
 def test_liveplot_updates_one_display_in_a_notebook(data, monkeypatch):
     import IPython.display
 
-    import ftkit.callbacks
+    import ftkit.training.callbacks
 
     shown = []
 
@@ -32,7 +32,7 @@ def test_liveplot_updates_one_display_in_a_notebook(data, monkeypatch):
         shown.append(("display", [len(ax.lines) for ax in fig.axes]))
         return Handle()
 
-    monkeypatch.setattr(ftkit.callbacks, "_in_notebook", lambda: True)
+    monkeypatch.setattr(ftkit.training.callbacks, "_in_notebook", lambda: True)
     monkeypatch.setattr(IPython.display, "display", fake_display)
     fit(tiny(), data[0], data[1], epochs=2, lr=0.05, callbacks=[LivePlot(every=4)], **FAST)
     # draws at steps 4, 8, 12 and at both epoch-end evaluations: one display, then updates in place
@@ -41,10 +41,10 @@ def test_liveplot_updates_one_display_in_a_notebook(data, monkeypatch):
 
 
 def test_stop_training_lives_beside_the_protocol(data):
-    import ftkit.train
-    from ftkit.callbacks import StopTraining
+    import ftkit.training.loop
+    from ftkit.training.callbacks import StopTraining
 
-    assert ftkit.train.StopTraining is StopTraining  # the one fit catches
+    assert ftkit.training.loop.StopTraining is StopTraining  # the one fit catches
 
     class StopAt2:
         def on_step(self, history, row):

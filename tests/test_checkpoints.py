@@ -1,4 +1,4 @@
-"""Tests for ftkit.checkpoints: round trip then identical training, atomic writes,
+"""Tests for ftkit.training.checkpoints: round trip then identical training, atomic writes,
 plain-data meta, mismatches rejected before anything is loaded."""
 import os
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_task import FAST, Quadrants, assert_same_state, state, tiny
 
-from ftkit.checkpoints import load_checkpoint, save_checkpoint
-from ftkit.train import fit
+from ftkit.training.checkpoints import load_checkpoint, save_checkpoint
+from ftkit.training.loop import fit
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-"""Tests for ftkit.crossval: stratified folds fixed by seed, one row per fold, summary, determinism."""
+"""Tests for ftkit.lab.crossval: stratified folds fixed by seed, one row per fold, summary, determinism."""
 import numpy as np
 import pytest
 from tiny_task import FAST, Quadrants, TinyNet
 
-from ftkit.crossval import cross_validate, kfold_indices
+from ftkit.lab.crossval import cross_validate, kfold_indices
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for ftkit.data: catalogue sizes, pixel values against hand-computed
+"""Tests for ftkit.data.catalogue: catalogue sizes, pixel values against hand-computed
 references, deterministic stratified subsets, leak-free photo crops, own
 folders, and install hints when a source is missing. The network is blocked."""
 import gzip
@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ftkit import data as D
-from ftkit import datasources as S
-from ftkit.data import DataUnavailableError, list_datasets, load_dataset
+from ftkit.data import catalogue as D
+from ftkit.data import sources as S
+from ftkit.data.catalogue import DataUnavailableError, list_datasets, load_dataset
 
 MEAN = np.array(D.IMAGENET_MEAN, np.float32).reshape(3, 1, 1)
 STD = np.array(D.IMAGENET_STD, np.float32).reshape(3, 1, 1)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ftkit.drift import weight_drift, weights_copy
+from ftkit.analysis.drift import weight_drift, weights_copy
 
 
 def test_drift_is_the_relative_l2_distance_and_skips_excluded_modules():

@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftkit.data import load_dataset
-from ftkit.experiments import STRATEGIES, RaceResult, Strategy, build_model, mean_curves, race, steps_to_target
-from ftkit.freeze import trainable_summary
-from ftkit.heads import find_head
-from ftkit.runs import write_race
-from ftkit.widgets import race_widget
+from ftkit.data.catalogue import load_dataset
+from ftkit.lab.race import STRATEGIES, RaceResult, Strategy, build_model, mean_curves, race, steps_to_target
+from ftkit.models.freeze import trainable_summary
+from ftkit.models.heads import find_head
+from ftkit.lab.folders import write_race
+from ftkit.viz.widgets import race_widget
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +104,12 @@ def test_run_folders_are_complete_and_never_overwritten(tiny_race, tmp_path):
 
 
 def test_a_failing_write_leaves_nothing(tiny_race, tmp_path, monkeypatch):
-    import ftkit.plots
+    import ftkit.viz.plots
 
     def boom(*a, **k):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(ftkit.plots, "plot_race", boom)
+    monkeypatch.setattr(ftkit.viz.plots, "plot_race", boom)
     with pytest.raises(RuntimeError, match="plot failed"):
         write_race(tiny_race, tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""Tests for ftkit.features: extracted vectors against hand-computed ones, the
+"""Tests for ftkit.analysis.features: extracted vectors against hand-computed ones, the
 cache (hits cost no forward pass, weight changes invalidate), classifiers."""
 import os
 
@@ -10,8 +10,8 @@ from tiny_task import Quadrants
 from torch import nn
 from torch.utils.data import Subset
 
-from ftkit._torchutil import get_module
-from ftkit.features import (
+from ftkit.core.torchutil import get_module
+from ftkit.analysis.features import (
     Features,
     TorchProbe,
     clear_feature_cache,
@@ -22,8 +22,8 @@ from ftkit.features import (
     fit_feature_classifier,
     weights_hash,
 )
-from ftkit.heads import find_head, replace_head
-from ftkit.train import fit
+from ftkit.models.heads import find_head, replace_head
+from ftkit.training.loop import fit
 
 
 class Fingerprinted(Quadrants):

@@ -7,11 +7,11 @@ import torch
 import torchvision
 from torch import nn
 
-from ftkit._torchutil import get_module
-from ftkit.freeze import audit, freeze, trainable_summary, unfreeze
-from ftkit.heads import find_head, replace_head
-from ftkit.lr_groups import param_groups
-from ftkit.optim import group_names
+from ftkit.core.torchutil import get_module
+from ftkit.models.freeze import audit, freeze, trainable_summary, unfreeze
+from ftkit.models.heads import find_head, replace_head
+from ftkit.lr.groups import param_groups
+from ftkit.training.optim import group_names
 
 BODY_GROUPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
 

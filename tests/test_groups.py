@@ -4,9 +4,9 @@ import torch
 import torchvision
 from torch import nn
 
-from ftkit._torchutil import find_module, get_module
-from ftkit.groups import LayerGroup, layer_groups
-from ftkit.heads import find_head, replace_head
+from ftkit.core.torchutil import find_module, get_module
+from ftkit.models.groups import LayerGroup, layer_groups
+from ftkit.models.heads import find_head, replace_head
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for ftkit.heads: find_head / replace_head over every torchvision classifier."""
+"""Tests for ftkit.models.heads: find_head / replace_head over every torchvision classifier."""
 from __future__ import annotations
 
 import contextlib
@@ -10,9 +10,9 @@ import torchvision
 from torch import nn
 from torch.nn.modules import module as torch_module
 
-from ftkit import heads
-from ftkit._torchutil import get_module
-from ftkit.heads import HeadNotFoundError, find_aux_heads, find_head, find_head_block, replace_head
+from ftkit.models import heads
+from ftkit.core.torchutil import get_module
+from ftkit.models.heads import HeadNotFoundError, find_aux_heads, find_head, find_head_block, replace_head
 
 TORCHVISION_MODELS = torchvision.models.list_models(module=torchvision.models)
 

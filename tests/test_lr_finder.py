@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ftkit.lr_finder import lr_find, smooth_losses, sweep_lrs
-from ftkit.lr_result import LRFindResult
-from ftkit.snapshot import StateSnapshot
+from ftkit.lr.finder import lr_find, smooth_losses, sweep_lrs
+from ftkit.lr.result import LRFindResult
+from ftkit.core.state import StateSnapshot
 
 # ---- tiny model, data, optimizers with history ------------------------------------------
 
@@ -460,7 +460,7 @@ def test_plot_marks_every_rule_and_group_axis():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ftkit.plots import plot_lr_find
+    from ftkit.viz.plots import plot_lr_find
 
     model, data = tiny_cnn(), images()
     result = lr_find(model, data, optimizer=SpySGD(groups(model), momentum=0.9), seeds=2,
@@ -481,7 +481,7 @@ def test_plot_handles_unusable_and_partial_results(case):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ftkit.plots import plot_lr_find
+    from ftkit.viz.plots import plot_lr_find
 
     model, data = tiny_cnn(), images()
     if case == "too short":
@@ -499,7 +499,7 @@ def test_plot_handles_unusable_and_partial_results(case):
 
 
 def test_widget_runs_without_a_kernel():
-    from ftkit.widgets import lr_finder_widget
+    from ftkit.viz.widgets import lr_finder_widget
 
     model, data = tiny_cnn(), images()
     opt = optimizer_with_history(model, "sgd", data)
@@ -518,7 +518,7 @@ def test_widget_runs_without_a_kernel():
 
 
 def test_widget_with_a_factory_builds_a_fresh_model_per_run():
-    from ftkit.widgets import lr_finder_widget
+    from ftkit.viz.widgets import lr_finder_widget
 
     built = []
 
@@ -553,12 +553,12 @@ def test_unshuffled_loader_with_seeds_says_so():
     assert any("not shuffled" in n for n in result.notes)
 
 
-# ---- one implementation, shared with ftkit.train / optim / runtime ------------------------
+# ---- one implementation, shared with ftkit.training.loop / optim / runtime ------------------------
 
 
 def test_param_groups_of_another_model_are_rejected_as_in_fit():
     """They trained nothing and still gave a confident suggestion; now fit's builder rejects them."""
-    from ftkit.train import fit
+    from ftkit.training.loop import fit
 
     a, b, data = tiny_cnn(), tiny_cnn(), images()
     before = capture(b, torch.optim.SGD(b.parameters(), lr=0.1))
@@ -572,13 +572,13 @@ def test_param_groups_of_another_model_are_rejected_as_in_fit():
 
 def test_lr_find_uses_the_shared_helpers(monkeypatch):
     """Seeding, validation loss, mode save/restore and moving optimizer state each have one
-    implementation (``ftkit._torchutil``, ``ftkit.train``, ``ftkit.runtime``, ``ftkit.optim``)."""
-    import ftkit.lr_finder as lr_finder
-    import ftkit.optim
-    import ftkit.runtime
-    import ftkit.snapshot
-    import ftkit.train
-    from ftkit._torchutil import seed_everything
+    implementation (``ftkit.core.torchutil``, ``ftkit.training.loop``, ``ftkit.core.runtime``, ``ftkit.training.optim``)."""
+    import ftkit.lr.finder as lr_finder
+    import ftkit.training.optim
+    import ftkit.core.runtime
+    import ftkit.core.state
+    import ftkit.training.loop
+    from ftkit.core.torchutil import seed_everything
 
     calls = {"seed": [], "evaluate": 0, "save_modes": 0, "restore_modes": 0}
 
@@ -590,12 +590,12 @@ def test_lr_find_uses_the_shared_helpers(monkeypatch):
 
     monkeypatch.setattr(lr_finder, "seed_everything",
                         lambda seed, **kw: (calls["seed"].append((seed, kw)), seed_everything(seed, **kw)))
-    monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.train.evaluate_loader))
-    for module in (lr_finder, ftkit.snapshot):
-        monkeypatch.setattr(module, "save_modes", spy("save_modes", ftkit.runtime.save_modes))
-        monkeypatch.setattr(module, "restore_modes", spy("restore_modes", ftkit.runtime.restore_modes))
-    assert lr_finder.optimizer_to is ftkit.optim.optimizer_to
-    assert lr_finder.build_optimizer is ftkit.optim.build_optimizer
+    monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.training.loop.evaluate_loader))
+    for module in (lr_finder, ftkit.core.state):
+        monkeypatch.setattr(module, "save_modes", spy("save_modes", ftkit.core.runtime.save_modes))
+        monkeypatch.setattr(module, "restore_modes", spy("restore_modes", ftkit.core.runtime.restore_modes))
+    assert lr_finder.optimizer_to is ftkit.training.optim.optimizer_to
+    assert lr_finder.build_optimizer is ftkit.training.optim.build_optimizer
 
     val = images(10, seed=2)
     lr_find(tiny_cnn(), images(), optimizer="sgd", val_data=val, seeds=2, num_iter=4, batch_size=8,
@@ -606,7 +606,7 @@ def test_lr_find_uses_the_shared_helpers(monkeypatch):
 
 
 def test_widget_group_names_are_unique_as_lr_find_names_them():
-    from ftkit.widgets import lr_finder_widget
+    from ftkit.viz.widgets import lr_finder_widget
 
     model, data = tiny_cnn(), images()
     twins = [{"params": [*model.conv.parameters(), *model.bn.parameters()], "lr": 1e-3, "name": "x"},

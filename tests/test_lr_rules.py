@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ftkit.lr_rules import (
+from ftkit.lr.rules import (
     RULES,
     Suggestion,
     disagreement,

@@ -6,91 +6,28 @@ JSON result is read back, and the lesson's claim is asserted on the numbers.
 
 To add a lesson: write notebooks/NN_name.ipynb with a first code cell tagged
 ``parameters`` (including ``fast: bool``) and a last cell that calls
-``ftkit.notebook.show_results({...})``; then add an entry to LESSONS below
+``ftkit.viz.notebook.show_results({...})``; then add an entry to LESSONS below
 with its fast parameters and a check function.
 """
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import nbformat
 import papermill as pm
 import pytest
 
+from lessons import Lesson, all_lessons
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-RESULTS_KEY = "ftkit"  # metadata key of the results display (see ftkit.notebook)
-
-
-@dataclass
-class Lesson:
-    parameters: dict
-    check: Callable[[dict], None]
-    timeout_s: int = 900
-    extra: dict = field(default_factory=dict)
+RESULTS_KEY = "ftkit"  # metadata key of the results display (see ftkit.viz.notebook)
 
 
 # ---------------------------------------------------------------- lessons
-
-
-def check_01(r: dict) -> None:
-    acc = {row["strategy"]: row["final_acc_mean"] for row in r["summary"]}
-    chance = 1.0 / r["num_classes"]
-    # The lesson: starting from ImageNet weights beats random init on the same budget.
-    assert acc["finetune"] > acc["scratch"] + 0.10, acc
-    assert acc["linear_probe"] > chance + 0.2, acc
-    assert acc["finetune"] > chance + 0.3, acc
-    # Same budget for everyone: every run made the same number of steps.
-    assert len(set(r["steps"].values())) == 1, r["steps"]
-    # The transfer report: every backbone tensor copied, the 1000-way head not.
-    assert r["transfer"]["copied"] > 300 and r["transfer"]["shape mismatch"] == 2, r["transfer"]
-
-
-def check_02(r: dict) -> None:
-    # Margins from fast runs with seeds 0, 1, 2 and the full run (seed 0):
-    # suggested - too large >= 0.43, suggested - too small >= 0.56 in accuracy;
-    # too large's max batch loss >= 8.0; drift ratios >= 68x either way.
-    # The finder did not train the model: every weight and buffer bit-for-bit as before.
-    assert r["restore_max_abs_diff"] == 0.0 and r["group_restore_max_abs_diff"] == 0.0, r
-    assert r["tensors_compared"] > 300, r["tensors_compared"]
-    # The suggestion lies inside the sweep and where fine-tuning with Adam is usually done
-    # (measured 1.4e-4 .. 2.0e-4 on the fast runs, 1.7e-4 on the full run).
-    lr, sweep = r["suggestion"], r["sweep"]
-    assert lr is not None and sweep["start_lr"] < lr < sweep["end_lr"], (lr, sweep)
-    assert 1e-5 <= lr <= 1e-3, lr
-    # Discriminative LRs: every group kept its ratio to the head at every step.
-    groups = r["groups"]
-    assert groups["ratio_max_err"] < 1e-9, groups["ratio_max_err"]
-    assert groups["reference"] == "head" and groups["ratios"]["head"] == 1.0, groups
-    assert abs(min(groups["ratios"].values()) - 1 / groups["lr_spread"]) < 1e-12, groups["ratios"]
-    # Same budget: every run made the same number of steps and none stopped early.
-    runs = r["runs"]
-    assert len({run["steps"] for run in runs.values()}) == 1, {k: v["steps"] for k, v in runs.items()}
-    assert all(run["stopped_reason"] is None for run in runs.values()), runs
-    good, large, small = runs["suggested"], runs["too_large"], runs["too_small"]
-    chance, uniform = 1.0 / r["num_classes"], math.log(r["num_classes"])
-    # The suggested LR learns; 100x larger and 100x smaller end far below it.
-    assert good["final_acc"] > chance + 0.3, good
-    assert good["final_acc"] > large["final_acc"] + 0.25, (good["final_acc"], large["final_acc"])
-    assert good["final_acc"] > small["final_acc"] + 0.25, (good["final_acc"], small["final_acc"])
-    # Too large: the loss explodes (a batch loss over twice that of a uniform guess)
-    # and the pretrained body is pushed far from its weights.
-    assert large["max_train_loss"] > 2 * uniform, large["max_train_loss"]
-    assert large["body_drift"] > 10 * good["body_drift"], (large["body_drift"], good["body_drift"])
-    # Too small: slow -- the validation loss falls by under a tenth of the suggested run's drop.
-    good_drop = good["start_loss"] - good["final_loss"]
-    assert good_drop > 0.5, good
-    assert abs(small["start_loss"] - small["final_loss"]) < 0.1 * good_drop, (small, good_drop)
-    assert small["body_drift"] < good["body_drift"] / 10, (small["body_drift"], good["body_drift"])
-
-
-LESSONS: dict[str, Lesson] = {
-    "01_scratch_vs_finetune.ipynb": Lesson(parameters={"fast": True}, check=check_01),
-    "02_lr_finder.ipynb": Lesson(parameters={"fast": True}, check=check_02),
-}
+# One module per lesson in tests/lessons/ (lesson_NN.py defines LESSON), so that
+# lessons are added without touching this harness.
+LESSONS: dict[str, Lesson] = all_lessons()
 
 # ---------------------------------------------------------------- harness
 
@@ -107,7 +44,7 @@ def read_results(nb) -> dict:
             if meta.get("name") == "results":
                 data = out["data"]["application/json"]
                 return json.loads(data) if isinstance(data, str) else data
-    raise AssertionError("the notebook displayed no results (call ftkit.notebook.show_results in its last cell)")
+    raise AssertionError("the notebook displayed no results (call ftkit.viz.notebook.show_results in its last cell)")
 
 
 def test_there_are_notebooks():

@@ -1,4 +1,4 @@
-"""Tests for ftkit.surgery: transfer_weights reports checked tensor by tensor against the source."""
+"""Tests for ftkit.models.surgery: transfer_weights reports checked tensor by tensor against the source."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ftkit.surgery import STATUSES, TransferError, transfer_weights
+from ftkit.models.surgery import STATUSES, TransferError, transfer_weights
 
 
 def resnet18(seed: int, **kwargs) -> nn.Module:

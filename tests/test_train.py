@@ -1,4 +1,4 @@
-"""Tests for ftkit.train: fit/evaluate against hand-written torch, schedules
+"""Tests for ftkit.training.loop: fit/evaluate against hand-written torch, schedules
 against closed forms, weight decay with ftkit param groups, NaN and Ctrl-C handling."""
 import copy
 import json
@@ -13,11 +13,11 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader
 
-from ftkit.callbacks import StopTraining
-from ftkit.history import History
-from ftkit.optim import optimizer_to
-from ftkit.runtime import resolve_runtime
-from ftkit.train import evaluate, evaluate_loader, fit
+from ftkit.training.callbacks import StopTraining
+from ftkit.training.history import History
+from ftkit.training.optim import optimizer_to
+from ftkit.core.runtime import resolve_runtime
+from ftkit.training.loop import evaluate, evaluate_loader, fit
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +176,9 @@ def test_schedules_match_closed_forms_and_keep_group_ratios(data, schedule, opti
 
 
 def test_with_ftkit_groups_and_freeze(data):
-    """Discriminative LRs from ftkit.lr_groups survive a cosine schedule; frozen BN stays frozen."""
-    import ftkit.freeze as freeze_mod
-    import ftkit.lr_groups as groups_mod
+    """Discriminative LRs from ftkit.lr.groups survive a cosine schedule; frozen BN stays frozen."""
+    import ftkit.models.freeze as freeze_mod
+    import ftkit.lr.groups as groups_mod
 
     model = tiny()
     groups = groups_mod.param_groups(model, 0.1, decay=2.6)
@@ -201,7 +201,7 @@ HAND_WRITTEN = {"sgd": lambda groups, wd: torch.optim.SGD(groups, lr=0.05, momen
 def test_fit_weight_decay_reaches_ftkit_param_groups(data, optimizer):
     """param_groups(model, lr) leaves weight_decay to the optimizer, so fit's 1e-2 applies to every
     group: the optimizer fit builds says so, and the weights match a hand-written loop bit for bit."""
-    import ftkit.lr_groups as lr_groups
+    import ftkit.lr.groups as lr_groups
 
     train, _ = data
     model = tiny()

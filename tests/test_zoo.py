@@ -1,4 +1,4 @@
-"""ftkit.zoo: embedded offline weights, torchvision by name, clear errors offline.
+"""ftkit.models.zoo: embedded offline weights, torchvision by name, clear errors offline.
 
 Every test runs with an empty temporary torch hub cache, so it neither depends
 on nor writes to the user's cache. The network is blocked by conftest.py.
@@ -16,9 +16,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from ftkit import zoo
-from ftkit.predict import classify, preprocess
-from ftkit.zoo import (
+from ftkit.models import zoo
+from ftkit.models.predict import classify, preprocess
+from ftkit.models.zoo import (
     EMBEDDED_BACKBONES,
     IMAGENET_MEAN,
     IMAGENET_STD,

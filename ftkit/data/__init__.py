@@ -1,0 +1,21 @@
+"""Layer 1: the offline data catalogue (``catalogue``) and the raw sources behind it (``sources``).
+
+>>> from ftkit.data import load_dataset      # doctest: +SKIP
+>>> train = load_dataset("animals", "train", n_per_class=30, image_size=64)
+"""
+from ftkit.data.catalogue import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetInfo,
+    DataUnavailableError,
+    ImageDataset,
+    data_dir,
+    list_datasets,
+    load_dataset,
+    photo_crop_boxes,
+)
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "DataUnavailableError", "DatasetInfo", "ImageDataset",
+    "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes",
+]

@@ -1,0 +1,399 @@
+"""Freeze and unfreeze by depth or by name, with an explicit BatchNorm policy, and audit the setup.
+
+"Frozen" means two different things for a BatchNorm layer: its affine weights
+(``requires_grad``) and its running statistics (updated in *train mode* by every
+forward pass, gradients or not). ``model.train()`` on a parent switches every
+child back to train mode, so a BN layer that was put in eval mode once keeps
+updating its statistics (PyTorch #66073, Lightning #15062). Here the policy is
+an argument:
+
+* ``bn="frozen"`` (default for ``freeze``): the layer's affine parameters stop
+  training *and* it runs in eval mode whatever ``model.train()`` says: a
+  forward pre-hook puts it back in eval mode before each call. The hook is a
+  plain module-level function in the module's hook table, so it survives
+  ``copy.deepcopy``, pickling and ``load_state_dict``, adds no state-dict keys,
+  and ``unfreeze(..., bn="train")`` removes it.
+* ``bn="train"``: BN layers keep training, affine weights and statistics
+  (fastai's ``train_bn=True``).
+
+>>> freeze(model, all_but_head=True)                 # doctest: +SKIP
+>>> trainable_summary(model)                         # doctest: +SKIP
+>>> audit(model, optimizer).ok                       # doctest: +SKIP
+True
+"""
+from __future__ import annotations
+
+import difflib
+import html
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ftkit.core.torchutil import STAT_NORM, get_module
+from ftkit.models.groups import LayerGroup, layer_groups
+from ftkit.training.optim import group_names
+
+__all__ = ["freeze", "unfreeze", "is_bn_frozen", "trainable_summary", "audit", "AuditReport", "Finding"]
+
+_BN_POLICIES = ("frozen", "train")
+
+
+# --------------------------------------------------------------------------- BN policy
+
+
+def _keep_bn_eval(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: run this norm layer in eval mode, whatever ``.train()`` said."""
+    module.training = False
+
+
+def is_bn_frozen(module: nn.Module) -> bool:
+    """True when ``freeze(..., bn="frozen")`` pinned this norm layer in eval mode."""
+    return any(hook is _keep_bn_eval for hook in module._forward_pre_hooks.values())
+
+
+def _pin(module: nn.Module) -> None:
+    if not is_bn_frozen(module):
+        module.register_forward_pre_hook(_keep_bn_eval)
+    module.eval()
+    module.requires_grad_(False)
+
+
+def _unpin(module: nn.Module, training: bool) -> None:
+    # Handles do not survive deepcopy/pickle, so the hook is found by identity.
+    for key in [k for k, h in module._forward_pre_hooks.items() if h is _keep_bn_eval]:
+        del module._forward_pre_hooks[key]
+    module.train(training)
+    module.requires_grad_(True)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass
+class _Selection:
+    params: list[nn.Parameter]
+    norms: list[nn.Module]
+
+
+def _check_bn(bn: str) -> None:
+    if bn not in _BN_POLICIES:
+        raise ValueError(f"bn must be one of {_BN_POLICIES}, got {bn!r}: 'frozen' keeps BatchNorm "
+                         "statistics and weights fixed, 'train' lets them update.")
+
+
+def _match_names(model: nn.Module, groups: list[LayerGroup], patterns: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Module names and loose parameter names matched by fnmatch patterns (group names count too)."""
+    module_names = [n for n, _ in model.named_modules() if n]
+    param_names = [n for n, _ in model.named_parameters()]
+    modules: list[str] = []
+    loose: list[str] = []
+    unmatched = []
+    for pattern in patterns:
+        hit_groups = [g for g in groups if fnmatchcase(g.name, pattern)]
+        hit_modules = [n for n in module_names if fnmatchcase(n, pattern)]
+        hit_params = [n for n in param_names if fnmatchcase(n, pattern)]
+        if not (hit_groups or hit_modules or hit_params):
+            unmatched.append(pattern)
+        for g in hit_groups:
+            modules += g.modules
+            loose += g.param_names
+        modules += hit_modules
+        loose += hit_params
+    if unmatched:
+        vocabulary = [g.name for g in groups] + module_names
+        close = sorted({c for p in unmatched for c in difflib.get_close_matches(p, vocabulary, n=6, cutoff=0.5)})
+        raise ValueError(
+            f"No group, module or parameter matches {', '.join(map(repr, unmatched))}. "
+            f"Closest names: {', '.join(close) or 'none'}. Groups: {', '.join(g.name for g in groups)}. "
+            "Patterns are fnmatch globs on qualified names, e.g. 'layer4', 'layer4.*', '*bn*'."
+        )
+    return modules, loose
+
+
+def _select(model: nn.Module, *, k: int | None, names: str | Sequence[str] | None,
+            all_but_head: bool, from_top: bool) -> _Selection:
+    """What to act on; raises (touching nothing) when the request is malformed."""
+    chosen = [s for s, given in (("k", k is not None), ("names", names is not None),
+                                 ("all_but_head", bool(all_but_head))) if given]
+    if len(chosen) > 1:
+        raise ValueError(f"Give one of k, names, all_but_head (got {', '.join(chosen)}).")
+    groups = layer_groups(model)
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(groups):
+            raise ValueError(f"k must be an int from 0 to {len(groups)} (the number of groups: "
+                             f"{', '.join(g.name for g in groups)}), got {k!r}.")
+        picked = groups[len(groups) - k:] if from_top else groups[:k]
+    elif all_but_head:
+        if not groups or groups[-1].name != "head":
+            raise ValueError(f"{type(model).__name__} has no classifier head group "
+                             f"(groups: {', '.join(g.name for g in groups)}); use k= or names=.")
+        picked = groups[:-1]
+    elif names is not None:
+        patterns = [names] if isinstance(names, str) else list(names)
+        if not patterns:
+            raise ValueError("names is empty; give at least one name or glob pattern.")
+        module_names, loose = _match_names(model, groups, patterns)
+        picked = [LayerGroup("selection", module_names, loose)]
+    else:
+        picked = groups  # only unfreeze gets here: everything
+    params: dict[int, nn.Parameter] = {}
+    norms: dict[int, nn.Module] = {}
+    for group in picked:
+        for p in group.parameters(model):
+            params.setdefault(id(p), p)
+        for m in _group_norms(model, group):
+            norms.setdefault(id(m), m)
+    return _Selection(list(params.values()), list(norms.values()))
+
+
+def _group_norms(model: nn.Module, group: LayerGroup) -> list[nn.Module]:
+    """The norm layers with running statistics inside the group's modules, each once."""
+    found: dict[int, nn.Module] = {}
+    for name in group.modules:
+        for m in get_module(model, name).modules():
+            if isinstance(m, STAT_NORM):
+                found.setdefault(id(m), m)
+    return list(found.values())
+
+
+# --------------------------------------------------------------------------- freeze / unfreeze
+
+
+def freeze(model: nn.Module, k: int | None = None, *, names: str | Sequence[str] | None = None,
+           all_but_head: bool = False, bn: str = "frozen") -> nn.Module:
+    """Stop training part of a model: the first ``k`` groups, named modules, or all but the head.
+
+    Args:
+        model: the network (changed in place and returned).
+        k: freeze the first ``k`` groups of ``layer_groups(model)`` (input side).
+        names: fnmatch patterns on group names ("stem"), module names
+            ("layer4.*", "*bn*") or parameter names; an unmatched pattern is
+            an error that lists the closest names.
+        all_but_head: freeze every group except the head (feature extraction).
+        bn: BatchNorm layers in the selection (also ones an earlier call
+            froze: the latest call decides). ``"frozen"`` (default): their
+            weights stop training and they stay in eval mode through
+            ``model.train()``, so their running statistics keep the pretrained
+            values. That is the default because statistics re-estimated from a
+            small target set are noisy, and because they move the features the
+            frozen layers were meant to keep fixed, under a head trained on
+            them. ``"train"``: they keep training, weights and statistics
+            (fastai's ``train_bn=True``).
+
+    Returns:
+        The same model.
+
+    Raises:
+        ValueError: for a malformed request; the model is then unchanged.
+
+    >>> freeze(torchvision.models.resnet18(), k=2)     # doctest: +SKIP
+    """
+    _check_bn(bn)
+    if k is None and names is None and not all_but_head:
+        raise ValueError("Say what to freeze: k=<first k groups>, names=[patterns] or all_but_head=True.")
+    selection = _select(model, k=k, names=names, all_but_head=all_but_head, from_top=False)
+    for p in selection.params:
+        p.requires_grad_(False)
+    for norm in selection.norms:
+        if bn == "frozen":
+            _pin(norm)
+        else:
+            _unpin(norm, model.training)
+    return model
+
+
+def unfreeze(model: nn.Module, k: int | None = None, *, names: str | Sequence[str] | None = None,
+             bn: str = "train") -> nn.Module:
+    """Train part of a model again: everything, the *last* ``k`` groups, or named modules.
+
+    ``unfreeze(model, k=1)`` then ``k=2``... is gradual unfreezing from the top
+    (ULMFiT). Remember to give the optimizer the newly trainable parameters
+    (``audit`` tells you when you forgot).
+
+    Args:
+        model: the network (changed in place and returned).
+        k: unfreeze the last ``k`` groups (head side); None with no names: all.
+        names: fnmatch patterns, as in ``freeze``.
+        bn: ``"train"`` (default): BatchNorm layers train again and follow
+            ``model.train()``/``model.eval()``. ``"frozen"``: they stay fixed
+            (weights and statistics), the rest of the selection trains.
+
+    Returns:
+        The same model.
+
+    Raises:
+        ValueError: for a malformed request; the model is then unchanged.
+    """
+    _check_bn(bn)
+    selection = _select(model, k=k, names=names, all_but_head=False, from_top=True)
+    for p in selection.params:
+        p.requires_grad_(True)
+    for norm in selection.norms:
+        if bn == "train":
+            _unpin(norm, model.training)
+        else:
+            _pin(norm)
+    return model
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _bn_mode(norms: Sequence[nn.Module]) -> str:
+    modes = {"frozen" if is_bn_frozen(m) else "train" if m.training else "eval" for m in norms}
+    return "-" if not modes else modes.pop() if len(modes) == 1 else "mixed"
+
+
+def trainable_summary(model: nn.Module) -> pd.DataFrame:
+    """One row per layer group: what trains and what the BatchNorm layers do.
+
+    Columns: ``group``, ``params`` (values), ``trainable``, ``frozen``,
+    ``bn_layers``, ``bn_mode``: "frozen" (pinned in eval mode by ``freeze``),
+    "train" / "eval" (following the model's mode), "mixed", or "-" (none).
+    """
+    rows = []
+    for group in layer_groups(model):
+        params = group.parameters(model)
+        norms = _group_norms(model, group)
+        total = sum(p.numel() for p in params)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        rows.append({"group": group.name, "params": total, "trainable": trainable,
+                     "frozen": total - trainable, "bn_layers": len(norms), "bn_mode": _bn_mode(norms)})
+    return pd.DataFrame(rows, columns=["group", "params", "trainable", "frozen", "bn_layers", "bn_mode"])
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing ``audit`` noticed. ``severity`` is "error", "warning" or "info"."""
+
+    severity: str
+    kind: str
+    message: str
+    params: tuple[str, ...] = ()
+
+
+@dataclass
+class AuditReport:
+    """What ``audit`` found, plus the optimizer's per-group learning rates (``lrs``)."""
+
+    findings: list[Finding] = field(default_factory=list)
+    lrs: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is nothing worse than "info"."""
+        return not any(f.severity in ("error", "warning") for f in self.findings)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Findings as rows: severity, kind, message, n_params, params."""
+        rows = [{"severity": f.severity, "kind": f.kind, "message": f.message,
+                 "n_params": len(f.params), "params": ", ".join(f.params)} for f in self.findings]
+        return pd.DataFrame(rows, columns=["severity", "kind", "message", "n_params", "params"])
+
+    def __str__(self) -> str:
+        head = "audit: OK" if self.ok else f"audit: {sum(f.severity != 'info' for f in self.findings)} problem(s)"
+        lines = [head]
+        for f in self.findings:
+            shown = ", ".join(f.params[:6]) + (f", ... ({len(f.params)} in all)" if len(f.params) > 6 else "")
+            lines.append(f"[{f.severity}] {f.kind}: {f.message}" + (f"\n    {shown}" if shown else ""))
+        lines += ["", "learning rates per optimizer group:", self.lrs.to_string(index=False)]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        status = "OK" if self.ok else "problems found"
+        return (f"<p><b>audit: {html.escape(status)}</b></p>" + self.to_frame().to_html(index=False)
+                + "<p>learning rates per optimizer group</p>" + self.lrs.to_html(index=False))
+
+
+def _bn_with_moving_stats(model: nn.Module) -> list[str]:
+    """Norm layers in a frozen part of the model whose running statistics would still update."""
+    names = []
+    for group in layer_groups(model):
+        params = group.parameters(model)
+        group_frozen = bool(params) and not any(p.requires_grad for p in params)
+        for name in group.modules:
+            for sub, m in get_module(model, name).named_modules(prefix=name):
+                own = list(m.parameters())
+                frozen = not any(p.requires_grad for p in own) if own else group_frozen
+                if isinstance(m, STAT_NORM) and m.track_running_stats and frozen and not is_bn_frozen(m):
+                    names.append(sub)
+    return names
+
+
+def audit(model: nn.Module, optimizer: torch.optim.Optimizer) -> AuditReport:
+    """Check that the optimizer and the model agree about what trains.
+
+    Finds: trainable parameters the optimizer does not have (a head replaced
+    after the optimizer was built), tensors the optimizer updates that are no
+    longer in the model, frozen parameters in the optimizer, and BatchNorm
+    layers in a frozen part whose running statistics would still change in
+    train mode. ``.lrs`` lists each optimizer group's learning rate, under
+    the names the rest of the kit uses (:func:`ftkit.training.optim.group_names`:
+    ``name`` or ``group<i>``, repeats made unique).
+
+    Args:
+        model: the network being trained.
+        optimizer: the optimizer that will train it.
+
+    Returns:
+        An ``AuditReport``; ``.ok`` is False when something needs fixing.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_model = {id(p) for n, p in model.named_parameters()}
+    findings: list[Finding] = []
+    rows = []
+    seen: set[int] = set()
+    stale, frozen, frozen_grad = [], [], []
+    decays = set()
+    for label, group in zip(group_names(optimizer), optimizer.param_groups):  # the kit's names: group0, head_2...
+        n_frozen = 0
+        for j, p in enumerate(group["params"]):
+            seen.add(id(p))
+            if id(p) not in in_model:
+                stale.append(f"{label}[{j}] {tuple(p.shape)}")
+            elif not p.requires_grad:
+                n_frozen += 1
+                (frozen_grad if p.grad is not None else frozen).append(names[id(p)])
+                decays.add(group.get("weight_decay", 0.0))
+        rows.append({"group": label, "lr": group["lr"], "initial_lr": group.get("initial_lr"),
+                     "weight_decay": group.get("weight_decay"), "tensors": len(group["params"]),
+                     "frozen": n_frozen, "values": sum(p.numel() for p in group["params"])})
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        findings.append(Finding("error", "missing_from_optimizer",
+                                f"{len(missing)} trainable parameters are not in the optimizer and will never "
+                                "be updated (was the head replaced after the optimizer was built?). "
+                                "Build the optimizer again after changing the model.", tuple(missing)))
+    if stale:
+        findings.append(Finding("error", "not_in_model",
+                                f"{len(stale)} tensors in the optimizer are not parameters of this model "
+                                "(an old head?); the optimizer spends its steps on them. Build the optimizer again.",
+                                tuple(stale)))
+    if frozen_grad:
+        findings.append(Finding("warning", "frozen_with_grad",
+                                f"{len(frozen_grad)} frozen parameters in the optimizer still hold a .grad, so "
+                                "the optimizer will keep moving them (momentum, weight decay). Call "
+                                "optimizer.zero_grad(set_to_none=True) after freezing.", tuple(frozen_grad)))
+    if frozen:
+        wd = max((d for d in decays if d), default=0.0)
+        findings.append(Finding("info", "frozen_in_optimizer",
+                                f"{len(frozen)} frozen parameters are in the optimizer. Their .grad is None, and "
+                                "torch.optim's optimizers skip such parameters entirely, so they do not move"
+                                + (f", weight decay ({wd:g}, decoupled or not) included" if wd else "")
+                                + ". They will train at their group's LR once unfrozen.", tuple(frozen)))
+    moving = _bn_with_moving_stats(model)
+    if moving:
+        findings.append(Finding("warning", "bn_stats_update",
+                                f"{len(moving)} BatchNorm layers in a frozen part of the model will still "
+                                "update their running statistics whenever model.train() is on. Use "
+                                "freeze(model, ..., bn='frozen') to keep them fixed, or "
+                                "unfreeze(..., bn='train') if they are meant to adapt.", tuple(moving)))
+    lrs = pd.DataFrame(rows, columns=["group", "lr", "initial_lr", "weight_decay", "tensors", "frozen", "values"])
+    return AuditReport(findings, lrs)
