@@ -45,8 +45,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from ftkit.data.catalogue import load_dataset
-    from ftkit.lab.race import STRATEGIES, race
     from ftkit.lab.folders import write_race
+    from ftkit.lab.race import STRATEGIES, race
     from ftkit.models.zoo import load_backbone
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]

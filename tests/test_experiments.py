@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from ftkit.data.catalogue import load_dataset
+from ftkit.lab.folders import write_race
 from ftkit.lab.race import STRATEGIES, RaceResult, Strategy, build_model, mean_curves, race, steps_to_target
 from ftkit.models.freeze import trainable_summary
 from ftkit.models.heads import find_head
-from ftkit.lab.folders import write_race
 from ftkit.viz.widgets import race_widget
 
 

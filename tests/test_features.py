@@ -10,7 +10,6 @@ from tiny_task import Quadrants
 from torch import nn
 from torch.utils.data import Subset
 
-from ftkit.core.torchutil import get_module
 from ftkit.analysis.features import (
     Features,
     TorchProbe,
@@ -22,6 +21,7 @@ from ftkit.analysis.features import (
     fit_feature_classifier,
     weights_hash,
 )
+from ftkit.core.torchutil import get_module
 from ftkit.models.heads import find_head, replace_head
 from ftkit.training.loop import fit
 

@@ -8,9 +8,9 @@ import torchvision
 from torch import nn
 
 from ftkit.core.torchutil import get_module
+from ftkit.lr.groups import param_groups
 from ftkit.models.freeze import audit, freeze, trainable_summary, unfreeze
 from ftkit.models.heads import find_head, replace_head
-from ftkit.lr.groups import param_groups
 from ftkit.training.optim import group_names
 
 BODY_GROUPS = ["stem", "layer1", "layer2", "layer3", "layer4"]

@@ -10,8 +10,8 @@ import torchvision
 from torch import nn
 from torch.nn.modules import module as torch_module
 
-from ftkit.models import heads
 from ftkit.core.torchutil import get_module
+from ftkit.models import heads
 from ftkit.models.heads import HeadNotFoundError, find_aux_heads, find_head, find_head_block, replace_head
 
 TORCHVISION_MODELS = torchvision.models.list_models(module=torchvision.models)

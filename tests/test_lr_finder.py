@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ftkit.core.state import StateSnapshot
 from ftkit.lr.finder import lr_find, smooth_losses, sweep_lrs
 from ftkit.lr.result import LRFindResult
-from ftkit.core.state import StateSnapshot
 
 # ---- tiny model, data, optimizers with history ------------------------------------------
 
@@ -572,12 +572,13 @@ def test_param_groups_of_another_model_are_rejected_as_in_fit():
 
 def test_lr_find_uses_the_shared_helpers(monkeypatch):
     """Seeding, validation loss, mode save/restore and moving optimizer state each have one
-    implementation (``ftkit.core.torchutil``, ``ftkit.training.loop``, ``ftkit.core.runtime``, ``ftkit.training.optim``)."""
-    import ftkit.lr.finder as lr_finder
-    import ftkit.training.optim
+    implementation (``ftkit.core.torchutil``, ``ftkit.training.loop``, ``ftkit.core.runtime``,
+    ``ftkit.training.optim``)."""
     import ftkit.core.runtime
     import ftkit.core.state
+    import ftkit.lr.finder as lr_finder
     import ftkit.training.loop
+    import ftkit.training.optim
     from ftkit.core.torchutil import seed_everything
 
     calls = {"seed": [], "evaluate": 0, "save_modes": 0, "restore_modes": 0}

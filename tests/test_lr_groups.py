@@ -6,9 +6,9 @@ import torch
 import torchvision
 from torch import nn
 
+from ftkit.lr.groups import discriminative_lrs, group_lrs, param_groups
 from ftkit.models.freeze import freeze
 from ftkit.models.groups import layer_groups
-from ftkit.lr.groups import discriminative_lrs, group_lrs, param_groups
 
 
 def meta_model(name: str, **kwargs) -> nn.Module:

@@ -17,7 +17,6 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 import pytest
-
 from lessons import Lesson, all_lessons
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"

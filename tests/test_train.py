@@ -13,11 +13,11 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader
 
+from ftkit.core.runtime import resolve_runtime
 from ftkit.training.callbacks import StopTraining
 from ftkit.training.history import History
-from ftkit.training.optim import optimizer_to
-from ftkit.core.runtime import resolve_runtime
 from ftkit.training.loop import evaluate, evaluate_loader, fit
+from ftkit.training.optim import optimizer_to
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +177,8 @@ def test_schedules_match_closed_forms_and_keep_group_ratios(data, schedule, opti
 
 def test_with_ftkit_groups_and_freeze(data):
     """Discriminative LRs from ftkit.lr.groups survive a cosine schedule; frozen BN stays frozen."""
-    import ftkit.models.freeze as freeze_mod
     import ftkit.lr.groups as groups_mod
+    import ftkit.models.freeze as freeze_mod
 
     model = tiny()
     groups = groups_mod.param_groups(model, 0.1, decay=2.6)

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ftkit.core.runtime import resolve_runtime, restore_modes, save_modes
 from ftkit.core.torchutil import atomic_path, get_module
 from ftkit.models.heads import find_head_block
-from ftkit.core.runtime import resolve_runtime, restore_modes, save_modes
 
 CLASSIFIERS = ("logistic", "svm", "linear", "mlp")
 

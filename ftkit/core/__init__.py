@@ -1,1 +1,4 @@
-"""Layer 0: where and how tensors run (device, precision, modes, seeding) and exact state copies. Imports no other ftkit layer."""
+"""Layer 0: where and how tensors run (device, precision, modes, seeding) and exact state copies.
+
+Imports no other ftkit layer.
+"""

@@ -16,8 +16,8 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ftkit.core.torchutil import resolve_device
 from ftkit.core.runtime import seeded
+from ftkit.core.torchutil import resolve_device
 from ftkit.training.loop import fit
 
 __all__ = ["kfold_indices", "fold_summary", "cross_validate"]

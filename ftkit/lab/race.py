@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ftkit.models.bn_stats import recompute_bn_stats
 from ftkit.analysis.drift import weight_drift, weights_copy
+from ftkit.models.bn_stats import recompute_bn_stats
 from ftkit.models.freeze import freeze
 from ftkit.models.groups import layer_groups
 from ftkit.models.heads import replace_head
-from ftkit.training.loop import evaluate, fit
 from ftkit.models.zoo import load_backbone
+from ftkit.training.loop import evaluate, fit
 
 __all__ = ["Strategy", "STRATEGIES", "RaceResult", "build_model", "race", "mean_curves", "steps_to_target"]
 

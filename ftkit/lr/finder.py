@@ -32,13 +32,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
+from ftkit.core.runtime import Runtime, restore_modes, save_modes, split_batch, to_device
+from ftkit.core.state import StateSnapshot
 from ftkit.core.torchutil import resolve_device, seed_everything
 from ftkit.lr.result import LRFindResult, SweepRecord, assemble_result
 from ftkit.lr.rules import rule_names
-from ftkit.training.optim import build_optimizer, group_names, optimizer_to
-from ftkit.core.runtime import Runtime, restore_modes, save_modes, split_batch, to_device
-from ftkit.core.state import StateSnapshot
 from ftkit.training.loop import evaluate_loader
+from ftkit.training.optim import build_optimizer, group_names, optimizer_to
 
 __all__ = ["lr_find", "sweep_lrs", "smooth_losses"]
 

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ftkit.core.runtime import restore_modes, save_modes
 from ftkit.core.torchutil import get_module
 from ftkit.models.freeze import is_bn_frozen
-from ftkit.core.runtime import restore_modes, save_modes
 
 __all__ = ["recompute_bn_stats", "updating_bn_layers"]
 

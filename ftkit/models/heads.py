@@ -23,8 +23,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ftkit.core.torchutil import get_module, set_module
 from ftkit.core.runtime import restore_modes, save_modes
+from ftkit.core.torchutil import get_module, set_module
 
 __all__ = ["HeadNotFoundError", "find_head", "find_head_block", "find_aux_heads", "replace_head"]
 

@@ -126,7 +126,8 @@ def load_checkpoint(path: str | Path, model: nn.Module,
     """
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an ftkit checkpoint (write one with ftkit.training.checkpoints.save_checkpoint)")
+        raise ValueError(f"{path} is not an ftkit checkpoint "
+                         "(write one with ftkit.training.checkpoints.save_checkpoint)")
     _check_compatible(model, payload["model"], optimizer, payload["optimizer"], payload.get("optimizer_class"))
     if optimizer is not None:
         _load_optimizer(optimizer, payload["optimizer"], path)

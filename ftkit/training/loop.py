@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ftkit.core.runtime import Runtime, resolve_runtime, restore_modes, save_modes, seeded, split_batch, to_device
 from ftkit.models.bn_stats import recompute_bn_stats
 from ftkit.training.callbacks import StopTraining, callback_list, dispatch
 from ftkit.training.history import History
@@ -51,7 +52,6 @@ from ftkit.training.optim import (
     save_group_settings,
     starting_lrs,
 )
-from ftkit.core.runtime import Runtime, resolve_runtime, restore_modes, save_modes, seeded, split_batch, to_device
 
 __all__ = ["fit", "evaluate", "evaluate_loader"]
 
