@@ -1,9 +1,10 @@
 """Tests for ftkit.lab.crossval: stratified folds fixed by seed, one row per fold, summary, determinism."""
 import numpy as np
+import pandas as pd
 import pytest
 from tiny_task import FAST, Quadrants, TinyNet
 
-from ftkit.lab.crossval import cross_validate, kfold_indices
+from ftkit.lab.crossval import CrossValResult, CrossValSummary, cross_validate, fold_summary, kfold_indices
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +34,28 @@ def test_kfold_indices_are_stratified_partitions_fixed_by_seed(data):
 def test_cross_validate_rows_summary_and_determinism(data):
     train, _ = data
     kw = dict(k=3, seed=0, epochs=2, lr=0.05, **FAST)
-    df = cross_validate(lambda: TinyNet(), train, **kw)
+    cv = cross_validate(lambda: TinyNet(), train, **kw)
+    assert isinstance(cv, CrossValResult) and cv.complete and (cv.k, cv.seed, cv.interrupted) == (3, 0, False)
+    df = cv.folds
     assert df.columns.tolist() == ["fold", "n_train", "n_val", "val_loss", "val_acc", "time_s"]
     assert df["fold"].tolist() == [0, 1, 2] and df["n_val"].sum() == len(train)
     assert (df["n_train"] + df["n_val"] == len(train)).all()
     assert (df["val_acc"] > 0.6).all()
-    s = df.attrs["summary"]
-    assert s["val_acc_mean"] == pytest.approx(df["val_acc"].mean())
-    assert s["val_acc_std"] == pytest.approx(df["val_acc"].std(ddof=1))
+    s = cv.summary
+    assert isinstance(s, CrossValSummary) and s.n_folds == 3
+    assert s.val_acc_mean == pytest.approx(df["val_acc"].mean())
+    assert s.val_acc_std == pytest.approx(df["val_acc"].std(ddof=1))
+    # the summary survives what pandas does to a DataFrame (df.attrs did not)
+    assert cv.to_dict()["summary"]["val_acc_mean"] == s.val_acc_mean and len(cv.to_dict()["folds"]) == 3
     again = cross_validate(lambda: TinyNet(), train, **kw)
-    assert again["val_loss"].tolist() == df["val_loss"].tolist()
+    assert again.folds["val_loss"].tolist() == df["val_loss"].tolist()
+
+
+def test_fold_summary_of_one_or_no_fold():
+    one = fold_summary(pd.DataFrame({"val_loss": [0.5], "val_acc": [0.8]}))
+    assert (one.n_folds, one.val_acc_mean, one.val_acc_std) == (1, 0.8, 0.0)
+    none = fold_summary(pd.DataFrame(columns=["val_loss", "val_acc"]))
+    assert none.n_folds == 0 and np.isnan(none.val_acc_mean)
 
 
 def test_cross_validate_on_cpu_leaves_the_cuda_rngs_alone(data, monkeypatch):
@@ -56,6 +69,6 @@ def test_cross_validate_on_cpu_leaves_the_cuda_rngs_alone(data, monkeypatch):
     expected = torch.rand(3)
     torch.manual_seed(7)
     calls.clear()
-    df = cross_validate(lambda: TinyNet(), data[0], k=2, seed=0, max_steps=2, **FAST)
-    assert calls == [] and len(df) == 2
+    cv = cross_validate(lambda: TinyNet(), data[0], k=2, seed=0, max_steps=2, **FAST)
+    assert calls == [] and len(cv.folds) == 2
     assert torch.equal(torch.rand(3), expected)  # the caller's CPU RNG too

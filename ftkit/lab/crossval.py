@@ -1,14 +1,16 @@
-"""k-fold cross-validation of ``ftkit.training.loop.fit``: folds, one row per fold, a summary.
+"""k-fold cross-validation of ``ftkit.training.loop.fit``: folds, one row per fold, a typed summary.
 
 Every fold starts from the same initial weights and uses the same data order
 seed, so folds differ only in their data.
 
->>> df = cross_validate(lambda: make_net(), data, k=5, epochs=3, lr=1e-2)   # doctest: +SKIP
->>> df.attrs["summary"]["val_acc_mean"]                                     # doctest: +SKIP
+>>> cv = cross_validate(lambda: make_net(), data, k=5, epochs=3, lr=1e-2)   # doctest: +SKIP
+>>> cv.summary.val_acc_mean, cv.folds                                       # doctest: +SKIP
 """
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -20,7 +22,10 @@ from ftkit.core.runtime import seeded
 from ftkit.core.torchutil import resolve_device
 from ftkit.training.loop import fit
 
-__all__ = ["kfold_indices", "fold_summary", "cross_validate"]
+__all__ = ["kfold_indices", "CrossValSummary", "CrossValResult", "fold_summary", "cross_validate"]
+
+FOLD_COLUMNS = ["fold", "n_train", "n_val", "val_loss", "val_acc", "time_s"]
+
 
 def kfold_indices(data: Dataset, k: int = 5, *, seed: int = 0,
                   stratified: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -39,17 +44,68 @@ def kfold_indices(data: Dataset, k: int = 5, *, seed: int = 0,
     return [(np.asarray(tr), np.asarray(va)) for tr, va in folds]
 
 
-def fold_summary(folds: pd.DataFrame) -> dict:
-    """Mean and sample std (ddof=1) of val_loss and val_acc over the folds."""
-    out = {}
-    for col in ("val_loss", "val_acc"):
-        out[f"{col}_mean"] = float(folds[col].mean())
-        out[f"{col}_std"] = float(folds[col].std(ddof=1)) if len(folds) > 1 else 0.0
-    return out
+@dataclass(frozen=True)
+class CrossValSummary:
+    """Mean and sample standard deviation (ddof=1; 0 for one fold) over the folds.
+
+    All NaN when no fold finished.
+    """
+
+    n_folds: int
+    val_loss_mean: float
+    val_loss_std: float
+    val_acc_mean: float
+    val_acc_std: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fold_summary(folds: pd.DataFrame) -> CrossValSummary:
+    """:class:`CrossValSummary` of a table with ``val_loss`` and ``val_acc`` columns, one row per fold."""
+    def stats(col: str) -> tuple[float, float]:
+        if not len(folds):
+            return math.nan, math.nan
+        std = float(folds[col].std(ddof=1)) if len(folds) > 1 else 0.0
+        return float(folds[col].mean()), std
+
+    (loss_m, loss_s), (acc_m, acc_s) = stats("val_loss"), stats("val_acc")
+    return CrossValSummary(len(folds), loss_m, loss_s, acc_m, acc_s)
+
+
+@dataclass(frozen=True)
+class CrossValResult:
+    """What :func:`cross_validate` measured.
+
+    Attributes:
+        folds: one row per finished fold: fold, n_train, n_val, val_loss, val_acc, time_s.
+        k: folds asked for.
+        seed: the seed of the folds, the initial weights and the data order.
+        interrupted: True when Ctrl-C stopped a fold (``folds`` holds those finished before it).
+    """
+
+    folds: pd.DataFrame
+    k: int
+    seed: int
+    interrupted: bool = False
+
+    @property
+    def summary(self) -> CrossValSummary:
+        return fold_summary(self.folds)
+
+    @property
+    def complete(self) -> bool:
+        """Every one of the k folds finished."""
+        return not self.interrupted and len(self.folds) == self.k
+
+    def to_dict(self) -> dict:
+        """JSON-able: the settings, the summary and the fold rows."""
+        return {"k": self.k, "seed": self.seed, "interrupted": self.interrupted,
+                "summary": self.summary.to_dict(), "folds": self.folds.to_dict(orient="records")}
 
 
 def cross_validate(make_model: Callable[[], nn.Module], data: Dataset, k: int = 5, *, seed: int = 0,
-                   stratified: bool = True, **fit_kwargs: Any) -> pd.DataFrame:
+                   stratified: bool = True, **fit_kwargs: Any) -> CrossValResult:
     """k-fold cross-validation of ``fit`` on ``data``.
 
     Each fold trains a fresh ``make_model()``, built with torch's RNG seeded
@@ -65,10 +121,8 @@ def cross_validate(make_model: Callable[[], nn.Module], data: Dataset, k: int = 
         **fit_kwargs: passed to :func:`fit` (epochs, lr, max_steps...).
 
     Returns:
-        One row per fold: fold, n_train, n_val, val_loss, val_acc, time_s.
-        ``df.attrs["summary"]`` holds mean/std (see :func:`fold_summary`).
-        If Ctrl-C stops a fold, the finished folds are returned and
-        ``df.attrs["interrupted"]`` is True.
+        :class:`CrossValResult`: the fold table and its summary. If Ctrl-C
+        stops a fold, the finished folds are returned with ``interrupted=True``.
     """
     if "seed" in fit_kwargs:
         raise TypeError("cross_validate() sets fit's seed itself; pass seed= once")
@@ -87,7 +141,4 @@ def cross_validate(make_model: Callable[[], nn.Module], data: Dataset, k: int = 
         last = history.evals[-1]
         rows.append({"fold": fold, "n_train": len(tr), "n_val": len(va), "val_loss": last["val_loss"],
                      "val_acc": last["val_acc"], "time_s": time.perf_counter() - t0})
-    df = pd.DataFrame(rows, columns=["fold", "n_train", "n_val", "val_loss", "val_acc", "time_s"])
-    df.attrs["summary"] = fold_summary(df) if len(df) else {}
-    df.attrs["interrupted"] = interrupted
-    return df
+    return CrossValResult(pd.DataFrame(rows, columns=FOLD_COLUMNS), k=k, seed=seed, interrupted=interrupted)
