@@ -45,13 +45,18 @@ def _info(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from ftkit.data.catalogue import load_dataset
-    from ftkit.lab.folders import write_race
+    from ftkit.lab.folders import RunFolderError, check_writable, write_race
     from ftkit.lab.race import STRATEGIES, race
     from ftkit.models.zoo import load_backbone
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         print(f"error: unknown strategy {unknown}; choose from {list(STRATEGIES)}", file=sys.stderr)
+        return 2
+    try:
+        check_writable(args.out)  # now, not after the whole race
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     backbone = load_backbone(args.backbone)
