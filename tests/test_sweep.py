@@ -39,6 +39,7 @@ def reference():
     return sweep(SPECS, progress=False)
 
 
+@pytest.mark.slow
 def test_a_dask_local_cluster_gives_the_in_process_race_table():
     strategies = make_strategies(["scratch", "linear_probe"], epochs=1, batch_size=10)
     here = race(strategies, DATA, seeds=(0, 1))
@@ -150,3 +151,30 @@ def test_an_unwritable_out_is_refused_before_any_run(tmp_path, monkeypatch):
         sweep(SPECS, out=blocker / "sweep", progress=False)
     with pytest.raises(ValueError, match="threads must be"):
         sweep(SPECS, threads=0)
+
+
+@pytest.mark.slow
+def test_the_demo_runs_on_a_local_dask_cluster_and_resumes_its_folder(tmp_path):
+    import json
+
+    def demo(*extra):
+        out = subprocess.run([sys.executable, "-m", "ftkit.cli", "demo", "--data", "digits", "--n-per-class", "2",
+                              "--val-per-class", "2", "--image-size", "32", "--epochs", "1", "--seeds", "0", "1",
+                              "--strategies", "linear_probe", "--out", str(tmp_path), "--quiet", *extra],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    text = demo("--workers", "2")
+    assert "a local Dask cluster of 2 worker processes" in text
+    (folder,) = list(tmp_path.iterdir())
+    assert len(list((folder / "records").glob("*.json"))) == 2
+    first = json.loads((folder / "summary.json").read_text())
+    (folder / "records" / sorted(p.name for p in (folder / "records").iterdir())[0]).unlink()  # "lost" a run
+    demo("--resume", str(folder))
+    assert list(tmp_path.iterdir()) == [folder] and len(list((folder / "records").glob("*.json"))) == 2
+    again = json.loads((folder / "summary.json").read_text())
+    assert again["final_acc"] == first["final_acc"]
+    bad = subprocess.run([sys.executable, "-m", "ftkit.cli", "demo", "--workers", "2", "--scheduler", "tcp://x:1",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not allowed with argument" in bad.stderr
