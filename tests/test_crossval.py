@@ -72,3 +72,51 @@ def test_cross_validate_on_cpu_leaves_the_cuda_rngs_alone(data, monkeypatch):
     cv = cross_validate(lambda: TinyNet(), data[0], k=2, seed=0, max_steps=2, **FAST)
     assert calls == [] and len(cv.folds) == 2
     assert torch.equal(torch.rand(3), expected)  # the caller's CPU RNG too
+
+
+# ---------------------------------------------------------------- TrainSpec and run units
+
+def test_a_train_spec_gives_the_same_folds_as_fit_keywords(data):
+    from ftkit.training.spec import TrainSpec
+
+    spec = TrainSpec(optimizer="sgd", lr=0.05, epochs=1, batch_size=32, precise_bn=False, device="cpu")
+    a = cross_validate(lambda: TinyNet(), data[0], k=2, seed=0, train=spec, progress=False)
+    b = cross_validate(lambda: TinyNet(), data[0], k=2, seed=0, progress=False, **spec.fit_kwargs())
+    assert a.folds["val_loss"].tolist() == b.folds["val_loss"].tolist()
+    with pytest.raises(TypeError, match="not both"):
+        cross_validate(lambda: TinyNet(), data[0], k=2, train=spec, epochs=3)
+    with pytest.raises(ValueError, match="a function cannot be sent to a worker"):
+        cross_validate(lambda: TinyNet(), data[0], k=2, train=spec, out="somewhere")
+
+
+def test_folds_of_a_data_spec_are_run_specs_mapped_over_by_a_sweep(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ftkit.lab.crossval import cross_validation_specs
+    from ftkit.lab.runs import run_one
+    from ftkit.lab.specs import DataSpec, ModelSpec
+    from ftkit.lab.sweep import load_records
+    from ftkit.training.spec import TrainSpec
+
+    data = DataSpec("digits", n_per_class=4, image_size=32)
+    probe = ModelSpec(freeze="all_but_head")
+    spec = TrainSpec(lr=1e-2, epochs=1, batch_size=10)
+    cv = cross_validate(probe, data, k=2, train=spec, seed=0, out=tmp_path, progress=False)
+    assert cv.folds["fold"].tolist() == [0, 1] and cv.folds["n_val"].sum() == 40
+    assert (cv.folds["n_train"] + cv.folds["n_val"] == 40).all() and len(cv.records) == 2
+    specs = cross_validation_specs(probe, data, k=2, train=spec, seed=0)
+    assert [s.data.fold for s in specs] == [(2, 0), (2, 1)] and set(load_records(tmp_path)) == {s.key for s in specs}
+    assert cv.folds["val_acc"].tolist() == [run_one(s).final_acc for s in specs]  # a fold is just a run
+    train0, val0 = specs[0].data.load()
+    train1, val1 = specs[1].data.load()
+    assert set(val0.indices).isdisjoint(val1.indices) and sorted(val0.indices + val1.indices) == list(range(40))
+    with ThreadPoolExecutor(max_workers=1) as ex:  # any executor; resume finds both folds done
+        again = cross_validate(probe, data, k=2, train=spec, seed=0, executor=ex, out=tmp_path, resume=True,
+                               progress=False)
+    assert again.folds.drop(columns="time_s").equals(cv.folds.drop(columns="time_s"))
+    with pytest.raises(TypeError, match="train=TrainSpec"):
+        cross_validate(probe, data, k=2)
+    with pytest.raises(ValueError, match="sets DataSpec.fold itself"):
+        cross_validate(probe, DataSpec("digits", n_per_class=4, fold=(2, 0)), k=2, train=spec)
+    with pytest.raises(ValueError, match="fold must be"):
+        DataSpec("digits", fold=(2, 2))
