@@ -42,10 +42,12 @@ def reference():
 @pytest.mark.slow
 def test_a_dask_local_cluster_gives_the_in_process_race_table():
     strategies = make_strategies(["scratch", "linear_probe"], epochs=1, batch_size=10)
-    here = race(strategies, DATA, seeds=(0, 1))
+    # One torch thread per run on both sides: the thread count changes float rounding, so equal
+    # tables need equal counts (on a 2-core machine that is also each worker's automatic share).
+    here = race(strategies, DATA, seeds=(0, 1), threads=1)
     with dask_executor(workers=2) as ex:   # 2 worker processes, 1 thread each, loopback, no dashboard
         assert slots_per_host(ex) == {"127.0.0.1": 2}
-        there = race(strategies, DATA, seeds=(0, 1), executor=ex)
+        there = race(strategies, DATA, seeds=(0, 1), executor=ex, threads=1)
         shares = [ex.submit(call_with_share, lambda _: torch.get_num_threads(), None, slots_per_host(ex)).result()
                   for _ in range(2)]
     cols = [c for c in here.runs.columns if c != "time_s"]

@@ -52,7 +52,10 @@ def sweep(specs: Sequence[RunSpec], *, executor: Executor | None = None, out: st
         progress: a bar that counts finished runs.
         threads: torch threads per run; None: on an executor, each worker's
             share of its machine's cores (:func:`ftkit.lab.executors.thread_share`),
-            in this process, torch's setting as it is.
+            in this process, torch's setting as it is. The count changes float
+            rounding (a scratch run's accuracy can move by an image): pin it
+            to get identical numbers in-process and on a cluster. Each record
+            keeps it (``extra["torch_threads"]``).
 
     Raises:
         ValueError: ``resume`` without ``out``, records in ``out`` without
