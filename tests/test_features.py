@@ -370,7 +370,7 @@ def test_disk_cache_is_bounded_in_bytes_least_recently_used_first(data, tmp_path
     cache = FeatureCache(tmp_path)
     a = extract_features(model, data, "features.0", device="cpu", cache=cache)
     size = _one_file(tmp_path).stat().st_size
-    cache.disk_bytes = 2 * size
+    cache.configure(disk_bytes=2 * size)
     b = extract_features(model, data, "features.1", device="cpu", cache=cache)
     cache.clear()
     os.utime(tmp_path / f"{b.key}.npz", ns=(1, 1))   # b: long unused

@@ -127,14 +127,28 @@ class FeatureCache:
 
     def __init__(self, cache_dir: str | os.PathLike | None = None, *,
                  memory_bytes: int = DEFAULT_MEMORY_BYTES, disk_bytes: int = DEFAULT_DISK_BYTES):
-        for name, v in (("memory_bytes", memory_bytes), ("disk_bytes", disk_bytes)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise ValueError(f"{name} must be an int >= 0 (bytes), not {v!r}")
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.memory_bytes, self.disk_bytes = int(memory_bytes), int(disk_bytes)
         self._memory: OrderedDict[str, Features] = OrderedDict()
         self._stats = dict.fromkeys(("hits", "disk_hits", "misses", "rejected", "evicted_memory",
                                      "evicted_files", "forward_batches"), 0)
+        self.cache_dir: Path | None = None
+        self.memory_bytes, self.disk_bytes = 0, 0
+        self.configure(cache_dir=cache_dir, memory_bytes=memory_bytes, disk_bytes=disk_bytes)
+
+    def configure(self, *, cache_dir: str | os.PathLike | None | bool = False, memory_bytes: int | None = None,
+                  disk_bytes: int | None = None) -> "FeatureCache":
+        """Change the folder (None: memory only; False: unchanged) and/or the bounds; the memory
+        part is trimmed to a smaller bound at once, the folder at its next write."""
+        for name, v in (("memory_bytes", memory_bytes), ("disk_bytes", disk_bytes)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+                raise ValueError(f"{name} must be an int >= 0 (bytes), not {v!r}")
+        if cache_dir is not False:
+            self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        if memory_bytes is not None:
+            self.memory_bytes = int(memory_bytes)
+        if disk_bytes is not None:
+            self.disk_bytes = int(disk_bytes)
+        self._trim_memory()
+        return self
 
     def __repr__(self) -> str:
         return (f"FeatureCache(cache_dir={str(self.cache_dir) if self.cache_dir else None!r}, "

@@ -55,13 +55,8 @@ def configure_feature_cache(*, memory_bytes: int | None = None, disk_bytes: int 
         cache_dir: a folder for ``<key>.npz`` files; None turns the disk cache
             off; False (default) leaves the setting as it is.
     """
-    cache = default_feature_cache()
-    new = FeatureCache(cache.cache_dir if cache_dir is False else cache_dir,
-                       memory_bytes=cache.memory_bytes if memory_bytes is None else memory_bytes,
-                       disk_bytes=cache.disk_bytes if disk_bytes is None else disk_bytes)
-    cache.cache_dir, cache.memory_bytes, cache.disk_bytes = new.cache_dir, new.memory_bytes, new.disk_bytes
-    cache._trim_memory()
-    return cache.info()
+    return default_feature_cache().configure(cache_dir=cache_dir, memory_bytes=memory_bytes,
+                                             disk_bytes=disk_bytes).info()
 
 
 def feature_cache_info() -> dict:
