@@ -49,9 +49,9 @@ def table(records) -> pd.DataFrame:
     return pd.DataFrame([r.row() for r in records]).drop(columns=["time_s", "torch_threads"])
 
 
-def in_process(run_specs):
+def in_process(run_specs, threads: int):
     t0 = time.perf_counter()
-    records = sweep(run_specs, progress=False, threads=cores_here())  # all cores for one run at a time
+    records = sweep(run_specs, progress=False, threads=threads)  # default: all cores for one run at a time
     return time.perf_counter() - t0, records
 
 
@@ -73,15 +73,19 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=25)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--in-process-threads", type=int, default=None,
+                   help="torch threads for the in-process sweep (default: every core); 1 matches the workers' "
+                        "rounding on 2 cores, so the tables come out identical")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args()
     if args.runs % 4:
         p.error("--runs must be a multiple of 4")
     run_specs = specs(args)
+    threads = args.in_process_threads or cores_here()
     load_before = os.getloadavg()
     rows, tables = [], []
     for rep in range(args.repeats):
-        order = [("in_process", lambda: in_process(run_specs)),
+        order = [("in_process", lambda: in_process(run_specs, threads)),
                  ("cluster", lambda: on_cluster(run_specs, args.workers))]
         if rep % 2:
             order.reverse()
@@ -89,6 +93,7 @@ def main() -> None:
         for name, fn in order:
             times[name], records = fn()
             tables.append(table(records))
+            print(f"  {name}: {times[name]:.1f} s (load average now {os.getloadavg()[0]:.2f})", flush=True)
         rows.append(times)
         print(f"repeat {rep}: in-process {times['in_process']:.1f} s, {args.workers}-worker LocalCluster "
               f"{times['cluster']:.1f} s, ratio {times['in_process'] / times['cluster']:.2f}", flush=True)
@@ -99,7 +104,7 @@ def main() -> None:
                 for t in tables[1:])
     result = {
         "runs": len(run_specs), "workers": args.workers, "threads_per_worker": 1, "cores": cores_here(),
-        "torch_threads_in_process": cores_here(), "repeats": rows, "median_ratio_in_process_over_cluster": ratio,
+        "torch_threads_in_process": threads, "repeats": rows, "median_ratio_in_process_over_cluster": ratio,
         "same_table": same, "same_table_within_1e-4": close, "load_before": load_before, "load_after": load_after,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__,
         "settings": vars(args),

@@ -45,7 +45,12 @@ def test_a_dask_local_cluster_gives_the_in_process_race_table():
     # One torch thread per run on both sides: the thread count changes float rounding, so equal
     # tables need equal counts (on a 2-core machine that is also each worker's automatic share).
     here = race(strategies, DATA, seeds=(0, 1), threads=1)
-    with dask_executor(workers=2) as ex:   # 2 worker processes, 1 thread each, loopback, no dashboard
+    from distributed import LocalCluster
+
+    # 2 worker processes, 1 thread each, loopback, no dashboard; reached by its address as a remote
+    # cluster would be (``dask_executor(workers=2)`` starts the same itself: see the demo test below)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster, dask_executor(cluster.scheduler_address) as ex:
         assert slots_per_host(ex) == {"127.0.0.1": 2}
         there = race(strategies, DATA, seeds=(0, 1), executor=ex, threads=1)
         shares = [ex.submit(call_with_share, lambda _: torch.get_num_threads(), None, slots_per_host(ex)).result()
