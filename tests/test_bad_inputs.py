@@ -20,11 +20,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 
+from ftkit.data.catalogue import load_dataset
+from ftkit.data.images import BadImageError
 from ftkit.models import zoo
 from ftkit.models.zoo import WeightsError, load_backbone
 
@@ -104,6 +108,67 @@ def hub_empty(tmp_path, monkeypatch):
     return SimpleNamespace(root=tmp_path)
 
 
+def image_folder(tmp_path: Path, counts: dict[str, int], ext: str = ".png", size: int = 24) -> Path:
+    """``tmp_path/imgs/<class>/<i><ext>``: small noise images, ``counts[class]`` of each."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for c, n in counts.items():
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}{ext}")
+    return root
+
+
+def truncated_jpeg(tmp_path, monkeypatch):
+    root = image_folder(tmp_path, {"cat": 3, "dog": 3}, ".jpg", size=64)
+    bad = root / "dog" / "1.jpg"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return SimpleNamespace(root=tmp_path, folder=root)
+
+
+def empty_and_garbage(tmp_path, monkeypatch):
+    root = image_folder(tmp_path, {"cat": 3, "dog": 3})
+    (root / "cat" / "empty.png").write_bytes(b"")
+    (root / "dog" / "notes.jpg").write_text("not an image")
+    return SimpleNamespace(root=tmp_path, folder=root)
+
+
+def damaged_inside_png(tmp_path, monkeypatch):
+    root = image_folder(tmp_path, {"cat": 3, "dog": 3})
+    bad = root / "cat" / "2.png"
+    data = bytearray(bad.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8] = bytes(8)  # inside IDAT; the IEND trailer stays intact
+    bad.write_bytes(bytes(data))
+    return SimpleNamespace(root=tmp_path, folder=root)
+
+
+def float_beyond_one(tmp_path, monkeypatch):
+    root = image_folder(tmp_path, {"cat": 2, "dog": 2})
+    Image.fromarray(np.full((8, 8), 2.5, np.float32)).save(root / "dog" / "hdr.tiff")
+    return SimpleNamespace(root=tmp_path, folder=root)
+
+
+def truncated_after_loading(tmp_path, monkeypatch):
+    root = image_folder(tmp_path, {"cat": 3, "dog": 3}, ".jpg")
+    ds = load_dataset(root, "train", image_size=16)
+    bad = ds._source.paths[int(ds.indices[0])]
+    bad.write_bytes(bad.read_bytes()[:200])
+    return SimpleNamespace(root=tmp_path, folder=root, dataset=ds, bad=bad)
+
+
+def one_class(tmp_path, monkeypatch):
+    return SimpleNamespace(root=tmp_path, folder=image_folder(tmp_path, {"cat": 5}))
+
+
+def class_of_one(tmp_path, monkeypatch):
+    return SimpleNamespace(root=tmp_path, folder=image_folder(tmp_path, {"cat": 4, "dog": 1}))
+
+
+def classes_of_one(tmp_path, monkeypatch):
+    return SimpleNamespace(root=tmp_path, folder=image_folder(tmp_path, {"cat": 1, "dog": 1}))
+
+
 @dataclass
 class Case:
     id: str
@@ -124,6 +189,32 @@ CASES = [
     Case("zoo: offline message promises a checked file", hub_empty,
          lambda ns: load_backbone("squeezenet1_1", allow_download=False),
          WeightsError, ("only if its sha256 starts with b8a52dc0", "only as tensors")),
+
+    # -- data: bad image files are named when the folder loads, with the fix
+    Case("data: truncated JPEG in a folder", truncated_jpeg,
+         lambda ns: load_dataset(ns.folder, "train"),
+         BadImageError, ("dog/1.jpg", "truncated", "Remove or replace", "bad_images='skip'")),
+    Case("data: empty and garbage files in a folder", empty_and_garbage,
+         lambda ns: load_dataset(ns.folder, "test"),
+         BadImageError, ("cat/empty.png: empty file", "dog/notes.jpg: Pillow cannot open it", "2 of 8 files")),
+    Case("data: damage inside a PNG with check='decode'", damaged_inside_png,
+         lambda ns: load_dataset(ns.folder, check="decode"),
+         BadImageError, ("cat/2.png", "bad_images='skip'")),
+    Case("data: float image beyond 0..1", float_beyond_one,
+         lambda ns: load_dataset(ns.folder, check="decode"),
+         BadImageError, ("dog/hdr.tiff", "float pixels from 2.5 to 2.5", "0..1")),
+    Case("data: a file truncated after loading names its path", truncated_after_loading,
+         lambda ns: ns.dataset[0],
+         BadImageError, ("cannot read image", "imgs/cat/", "remove or replace")),
+    Case("data: a folder with one class", one_class,
+         lambda ns: load_dataset(ns.folder),
+         ValueError, ("only one class ('cat')", "at least two")),
+    Case("data: a class too small for the split", class_of_one,
+         lambda ns: load_dataset(ns.folder, "test"),
+         ValueError, ("{'dog': 1}", "fewer than 2 images", "root/train/<class>/")),
+    Case("data: n_per_class on classes of one image", classes_of_one,
+         lambda ns: load_dataset(ns.folder, "test", n_per_class=1),
+         ValueError, ("fewer than 2 images", "at least 2 per class")),
 ]
 
 
@@ -161,3 +252,50 @@ def test_hub_file_with_its_hash_loads_through_torchvision_builder(tmp_path, monk
     assert bb.pretrained and str(path) in bb.source
     for k, v in reference.state_dict().items():
         assert torch.equal(bb.model.state_dict()[k], v), k
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
+    root = image_folder(tmp_path, {"cat": 2, "dog": 2})
+    Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(root / "cat" / "grey16.png")
+    Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(root / "cat" / "white16.png")
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(root / "dog" / "half.tiff")
+    assert Image.open(root / "cat" / "grey16.png").mode == "I;16"
+    ds = load_dataset(root, "train", image_size=4, mean=(0, 0, 0), std=(1, 1, 1))
+    ds_test = load_dataset(root, "test", image_size=4, mean=(0, 0, 0), std=(1, 1, 1))
+    found = {}
+    for d in (ds, ds_test):
+        for i in range(len(d)):
+            name = d._source.paths[int(d.indices[i])].name
+            found[name] = (d.raw_image(i), d[i][0])
+    for name, level in [("grey16.png", 128), ("white16.png", 255), ("half.tiff", 128)]:
+        raw, x = found[name]
+        assert raw.shape == (4, 4, 3) and (raw == level).all(), (name, raw[0, 0])
+        assert torch.allclose(x, torch.full_like(x, level / 255)), name
+
+
+def test_bad_images_skip_leaves_them_out_with_a_warning(tmp_path):
+    ns = truncated_jpeg(tmp_path, None)
+    with pytest.warns(UserWarning, match=r"(?s)left out 1 of 6 files.*dog/1\.jpg: OSError: image file is truncated"):
+        train = load_dataset(ns.folder, "train", bad_images="skip")
+        test = load_dataset(ns.folder, "test", bad_images="skip")
+    assert len(train) + len(test) == 5
+    assert all(p.name != "1.jpg" or p.parent.name != "dog" for p in train._source.paths)
+    train[0], test[0]  # every image left reads
+
+
+def test_header_check_is_cheap_and_decode_check_is_thorough(tmp_path):
+    ns = damaged_inside_png(tmp_path, None)
+    load_dataset(ns.folder, "train")  # default: header and end marker only
+    jpeg = image_folder(tmp_path / "extra", {"a": 2, "b": 2}, ".jpg")
+    path = jpeg / "a" / "0.jpg"
+    path.write_bytes(path.read_bytes() + b"camera maker's trailing data")
+    load_dataset(jpeg, "train")  # no end marker at the very end, but it decodes: not bad
+
+
+def test_large_folders_show_a_progress_bar(tmp_path, monkeypatch, capsys):
+    from ftkit.data import images
+
+    monkeypatch.setattr(images, "PROGRESS_MIN_FILES", 3)
+    root = image_folder(tmp_path, {"a": 2, "b": 2}, ".bmp")
+    load_dataset(root, "train")
+    assert "checking images (header)" in capsys.readouterr().err
