@@ -25,11 +25,13 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from tiny_task import tiny
 from torch import nn
 
 from ftkit.data.catalogue import load_dataset
 from ftkit.data.images import BadImageError
 from ftkit.models import zoo
+from ftkit.models.heads import AmbiguousHeadError, HeadNotFoundError, find_head, replace_head
 from ftkit.models.zoo import WeightsError, load_backbone
 
 SQUEEZE_FILE = "squeezenet1_1-b8a52dc0.pth"   # torchvision's name: sha256 prefix b8a52dc0
@@ -169,6 +171,30 @@ def classes_of_one(tmp_path, monkeypatch):
     return SimpleNamespace(root=tmp_path, folder=image_folder(tmp_path, {"cat": 1, "dog": 1}))
 
 
+class TwoHeads(nn.Module):
+    """Two parallel classifiers of equal width whose scores are averaged (like DeiT's distilled head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head_a = nn.Linear(8, 3)
+        self.head_b = nn.Linear(8, 3)
+
+    def forward(self, x):                          # (B, 3, H, W) -> (B, 3)
+        features = self.body(x)
+        return (self.head_a(features) + self.head_b(features)) / 2
+
+
+def two_heads(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    return SimpleNamespace(root=tmp_path, model=TwoHeads())
+
+
+def tiny_model(tmp_path, monkeypatch):
+    return SimpleNamespace(root=tmp_path, model=tiny())
+
+
 @dataclass
 class Case:
     id: str
@@ -215,6 +241,20 @@ CASES = [
     Case("data: n_per_class on classes of one image", classes_of_one,
          lambda ns: load_dataset(ns.folder, "test", n_per_class=1),
          ValueError, ("fewer than 2 images", "at least 2 per class")),
+
+    # -- heads
+    Case("heads: two heads of equal width", two_heads,
+         lambda ns: replace_head(ns.model, 5),
+         AmbiguousHeadError, ("head_a (Linear -> 3), head_b (Linear -> 3)", "head='head_b'")),
+    Case("heads: find_head with two heads of equal width", two_heads,
+         lambda ns: find_head(ns.model),
+         AmbiguousHeadError, ("2 layers that could be its classifier head", "head=")),
+    Case("heads: head= names no classifier layer", two_heads,
+         lambda ns: replace_head(ns.model, 5, head="body"),
+         HeadNotFoundError, ("head='body'", "head_a (Linear -> 3)")),
+    Case("heads: num_classes=1", tiny_model,
+         lambda ns: replace_head(ns.model, 1),
+         ValueError, ("num_classes=1", "never learn", "num_classes=2")),
 ]
 
 
@@ -299,3 +339,28 @@ def test_large_folders_show_a_progress_bar(tmp_path, monkeypatch, capsys):
     root = image_folder(tmp_path, {"a": 2, "b": 2}, ".bmp")
     load_dataset(root, "train")
     assert "checking images (header)" in capsys.readouterr().err
+
+
+def test_head_argument_chooses_one_of_two_heads():
+    torch.manual_seed(0)
+    model = TwoHeads()
+    kept = model.head_a
+    assert find_head(model, head="head_a") == "head_a"
+    replace_head(model, 5, head="head_b")
+    assert model.head_a is kept and model.head_b.out_features == 5 and model.head_b.in_features == 8
+    replace_head(model, 5, head="head_a")
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    with pytest.raises(AmbiguousHeadError) as info:  # still two heads, now of width 5
+        find_head(model)
+    assert info.value.candidates == ["head_a", "head_b"]
+
+
+def test_a_hidden_layer_as_wide_as_the_classes_is_no_second_head():
+    model = replace_head(tiny(), 4, hidden=4)
+    assert find_head(model) == "fc.out"
+
+
+def test_numpy_integers_are_accepted_as_sizes():
+    model = replace_head(tiny(), np.int64(3), hidden=np.int32(6))
+    assert model.fc.out.out_features == 3 and model.fc.hidden.out_features == 6
+    assert type(model.fc.out.out_features) is int

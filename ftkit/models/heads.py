@@ -17,6 +17,7 @@ Linear(in_features=512, out_features=10, bias=True)
 """
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from typing import Sequence
 
@@ -26,7 +27,7 @@ from torch import nn
 from ftkit.core.runtime import restore_modes, save_modes
 from ftkit.core.torchutil import get_module, set_module
 
-__all__ = ["HeadNotFoundError", "find_head", "find_head_block", "find_aux_heads", "replace_head"]
+__all__ = ["AmbiguousHeadError", "HeadNotFoundError", "find_head", "find_head_block", "find_aux_heads", "replace_head"]
 
 # Layers that can produce logits: Linear, and ConvNd for conv heads (SqueezeNet).
 _HEAD_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
@@ -40,11 +41,27 @@ class HeadNotFoundError(ValueError):
     """The model has no layer that recognisably produces its class scores."""
 
 
+class AmbiguousHeadError(HeadNotFoundError):
+    """Several layers could be the head (e.g. two parallel classifiers of equal width).
+
+    Attributes:
+        candidates: their qualified names, in forward order.
+    """
+
+    def __init__(self, message: str, candidates: Sequence[str]):
+        super().__init__(message)
+        self.candidates = list(candidates)
+
+
 # --------------------------------------------------------------------------- find
 
 
 def _out_size(layer: nn.Module) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+def _in_size(layer: nn.Module) -> int:
+    return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
 
 
 def _describe(model: nn.Module, names: Sequence[str]) -> str:
@@ -158,7 +175,44 @@ def _trace(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[list[st
     )
 
 
-def find_head(model: nn.Module, *, input_shape: Sequence[int] | None = None) -> str:
+def _rivals(model: nn.Module, order: list[str], head: str, num_classes: int) -> list[str]:
+    """Layers that could be the head as much as ``head`` does, ``head`` included (forward order).
+
+    Walking back from ``head``: a layer with ``num_classes`` outputs that ran just
+    before it, with no other layer with weights in between, is a rival (two
+    parallel classifiers whose scores are combined) unless its output could feed
+    the later one (the later one's input width is ``num_classes`` too: then it is
+    a hidden layer of that width).
+    """
+    modules = dict(model.named_modules())
+    found = [head]
+    end = len(order) - order[::-1].index(head) - 1
+    for name in reversed(order[:end]):
+        if name in found:
+            continue
+        layer = modules[name]
+        if not isinstance(layer, _HEAD_TYPES) or _out_size(layer) != num_classes \
+                or _in_size(modules[found[-1]]) == num_classes:
+            break
+        found.append(name)
+    return found[::-1]
+
+
+def _named_head(model: nn.Module, head: str) -> str:
+    """The final layer of the head the caller named: a Linear/Conv, or a replace_head block's ``out``."""
+    module = dict(model.named_modules()).get(head) if head else None
+    if module is not None and _is_block(module):
+        return f"{head}.out"
+    if isinstance(module, _HEAD_TYPES):
+        return head
+    raise HeadNotFoundError(
+        f"head={head!r} names no Linear/Conv layer (or replace_head block) of "
+        f"{type(model).__name__}. Layers that could be: "
+        f"{_describe(model, _head_layers(model)[-8:])}.")
+
+
+def find_head(model: nn.Module, *, input_shape: Sequence[int] | None = None,
+              head: str | None = None) -> str:
     """Qualified name of the layer that produces the class scores.
 
     How it decides (no "last parameter" guessing):
@@ -176,6 +230,9 @@ def find_head(model: nn.Module, *, input_shape: Sequence[int] | None = None) -> 
         model: any classification network (torchvision, timm-style, your own).
         input_shape: a shape the model accepts, e.g. ``(1, 1, 28, 28)``;
             by default sizes such as 224, 299, ..., 28 are tried.
+        head: the head's name when you know it (e.g. one of two parallel
+            classifiers): it is checked to be a Linear/Conv layer (or a
+            ``replace_head`` block, whose ``out`` is returned) and nothing is traced.
 
     Returns:
         e.g. ``"fc"`` (ResNet), ``"classifier.6"`` (VGG), ``"classifier.1"``
@@ -183,10 +240,15 @@ def find_head(model: nn.Module, *, input_shape: Sequence[int] | None = None) -> 
 
     Raises:
         HeadNotFoundError: (a ValueError) listing the candidate layers.
+        AmbiguousHeadError: (a HeadNotFoundError) more than one layer fits,
+            e.g. two parallel classifiers of equal width: it lists them and says
+            how to choose (``head=``).
 
     >>> find_head(torchvision.models.vgg11())            # doctest: +SKIP
     'classifier.6'
     """
+    if head is not None:
+        return _named_head(model, head)
     timm_name = _timm_head(model)
     if timm_name is not None:
         return timm_name
@@ -200,17 +262,26 @@ def find_head(model: nn.Module, *, input_shape: Sequence[int] | None = None) -> 
             f"layer has {num_classes} outputs. Candidate layers (last run): "
             f"{_describe(model, list(dict.fromkeys(reversed(layers)))[:8])}."
         )
-    head = matches[-1]
-    after = [n for n in order[len(order) - order[::-1].index(head):]
-             if n != head and not head.startswith(n + ".")]
+    last = matches[-1]
+    after = [n for n in order[len(order) - order[::-1].index(last):]
+             if n != last and not last.startswith(n + ".")]
     if after:
         raise HeadNotFoundError(
-            f"{type(model).__name__}: the last layer with {num_classes} outputs, {head!r}, is "
+            f"{type(model).__name__}: the last layer with {num_classes} outputs, {last!r}, is "
             f"followed by layers with weights ({', '.join(after[:4])}), so it is part of the "
             "backbone, not a classifier head (was the head replaced by nn.Identity?). "
             f"Candidate layers: {_describe(model, list(dict.fromkeys(reversed(layers)))[:8])}."
         )
-    return head
+    rivals = _rivals(model, order, last, num_classes)
+    if len(rivals) > 1:
+        raise AmbiguousHeadError(
+            f"{type(model).__name__} has {len(rivals)} layers that could be its classifier head, "
+            f"each with {num_classes} outputs and no layer with weights after them: "
+            f"{_describe(model, rivals)}. Say which one with head=, e.g. "
+            f"replace_head(model, num_classes, head={rivals[-1]!r}) or "
+            f"find_head(model, head={rivals[0]!r}); to replace all of them, call replace_head "
+            "once per name.", rivals)
+    return last
 
 
 def _is_block(module: nn.Module) -> bool:
@@ -219,14 +290,15 @@ def _is_block(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and names[-1:] == ["out"] and set(names) <= _BLOCK_PARTS
 
 
-def find_head_block(model: nn.Module, *, input_shape: Sequence[int] | None = None) -> str:
+def find_head_block(model: nn.Module, *, input_shape: Sequence[int] | None = None,
+                    head: str | None = None) -> str:
     """Qualified name of the whole classifier head, the module ``replace_head`` swaps.
 
     :func:`find_head`'s answer, except after ``replace_head(..., hidden=)`` or
     ``dropout=``: there ``find_head`` names the final layer (``"fc.out"``), and
     this the new block around it (``"fc"``), whose input is the body's features.
     """
-    return _block_of(model, find_head(model, input_shape=input_shape))
+    return _block_of(model, find_head(model, input_shape=input_shape, head=head))
 
 
 def _block_of(model: nn.Module, head: str) -> str:
@@ -251,15 +323,22 @@ def find_aux_heads(model: nn.Module, num_classes: int | None = None) -> list[str
 # --------------------------------------------------------------------------- replace
 
 
-def _check_sizes(num_classes: object, hidden: object, dropout: object) -> None:
+def _check_sizes(num_classes: object, hidden: object, dropout: object) -> tuple[int, int | None]:
+    """``(num_classes, hidden)`` as Python ints (NumPy integers are fine); raises for bad values."""
     def is_count(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
     if not is_count(num_classes):
         raise ValueError(f"num_classes must be a positive int (e.g. 10), got {num_classes!r}")
+    if num_classes == 1:
+        raise ValueError(
+            "num_classes=1 gives one score per image, and cross-entropy (what fit uses) over one "
+            "score is always 0, so the head would never learn. For two classes (yes/no) use "
+            "num_classes=2.")
     if hidden is not None and not is_count(hidden):
         raise ValueError(f"hidden must be None or a positive int (e.g. 256), got {hidden!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    return int(num_classes), None if hidden is None else int(hidden)
 
 
 def _final_init(layer: nn.Module) -> nn.Module:
@@ -352,7 +431,7 @@ def _reset_timm_head(model: nn.Module, num_classes: int) -> str:
 
 
 def replace_head(model: nn.Module, num_classes: int, *, hidden: int | None = None,
-                 dropout: float = 0.0) -> nn.Module:
+                 dropout: float = 0.0, head: str | None = None) -> nn.Module:
     """Swap the classifier for a new one with ``num_classes`` outputs (in place).
 
     The new head is trainable, on the old head's device and dtype, in the old
@@ -370,24 +449,27 @@ def replace_head(model: nn.Module, num_classes: int, *, hidden: int | None = Non
 
     Args:
         model: the network; it is changed and returned.
-        num_classes: outputs of the new head (e.g. 10).
+        num_classes: outputs of the new head (e.g. 10; at least 2, NumPy integers are fine).
         hidden: if given, ``Linear(in, hidden) -> ReLU -> [Dropout] -> Linear(hidden, C)``;
             the final layer is then called ``<head>.out``.
         dropout: dropout probability before the final layer (0 = none).
+        head: the name of the head to replace, when :func:`find_head` cannot
+            decide (it lists the candidates); None finds it.
 
     Returns:
         The same model object.
 
     Raises:
-        ValueError: bad ``num_classes``/``hidden``/``dropout`` (model untouched),
-            or HeadNotFoundError when there is no head to replace.
+        ValueError: bad ``num_classes`` (1 included: see the message)/``hidden``/
+            ``dropout`` (model untouched), or HeadNotFoundError when there is no
+            head to replace (AmbiguousHeadError when several could be: name one with ``head=``).
 
     >>> replace_head(torchvision.models.resnet18(), 10).fc      # doctest: +SKIP
     Linear(in_features=512, out_features=10, bias=True)
     """
-    _check_sizes(num_classes, hidden, dropout)
+    num_classes, hidden = _check_sizes(num_classes, hidden, dropout)
     # Build everything first, then change the model: a failure leaves it as it was.
-    if callable(getattr(model, "reset_classifier", None)) and callable(
+    if head is None and callable(getattr(model, "reset_classifier", None)) and callable(
             getattr(model, "get_classifier", None)):
         block = None if hidden is None and dropout == 0 else \
             _new_head(_timm_template(model), num_classes, hidden, dropout)
@@ -395,7 +477,7 @@ def replace_head(model: nn.Module, num_classes: int, *, hidden: int | None = Non
         if block is not None:
             set_module(model, head_name, block)
         return model
-    final = find_head(model)
+    final = find_head(model, head=head)
     head_name = _block_of(model, final)  # a block from an earlier replace_head is replaced whole
     aux_names = find_aux_heads(model, _out_size(get_module(model, final)))
     new = {head_name: _new_head(_first_layer(get_module(model, head_name)), num_classes, hidden, dropout)}
