@@ -25,14 +25,18 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-from tiny_task import tiny
+from tiny_task import TinyNet, tiny
 from torch import nn
 
+from ftkit import cli
 from ftkit.data.catalogue import load_dataset
 from ftkit.data.images import BadImageError
 from ftkit.models import zoo
+from ftkit.models.freeze import freeze, unfreeze
 from ftkit.models.heads import AmbiguousHeadError, HeadNotFoundError, find_head, replace_head
+from ftkit.models.surgery import transfer_weights
 from ftkit.models.zoo import WeightsError, load_backbone
+from ftkit.training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 SQUEEZE_FILE = "squeezenet1_1-b8a52dc0.pth"   # torchvision's name: sha256 prefix b8a52dc0
 
@@ -195,6 +199,26 @@ def tiny_model(tmp_path, monkeypatch):
     return SimpleNamespace(root=tmp_path, model=tiny())
 
 
+def transfer_pair(tmp_path, monkeypatch):
+    """A source wrapped as DataParallel would name it ("module.") and a bare target."""
+    torch.manual_seed(1)
+    wrapped = nn.Module()
+    wrapped.module = TinyNet()
+    return SimpleNamespace(root=tmp_path, model=tiny(), source=wrapped)
+
+
+def checkpoint_file(damage: Callable[[bytes], bytes]):
+    def arrange(tmp_path, monkeypatch):
+        model = tiny()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.randn(2, 3, 16, 16)).sum().backward()
+        optimizer.step()  # momentum state to keep
+        path = save_checkpoint(tmp_path / "run.pt", tiny(seed=5), None)
+        path.write_bytes(damage(path.read_bytes()))
+        return SimpleNamespace(root=tmp_path, model=model, optimizer=optimizer, path=path)
+    return arrange
+
+
 @dataclass
 class Case:
     id: str
@@ -255,6 +279,31 @@ CASES = [
     Case("heads: num_classes=1", tiny_model,
          lambda ns: replace_head(ns.model, 1),
          ValueError, ("num_classes=1", "never learn", "num_classes=2")),
+
+    # -- surgery and freezing
+    Case("transfer: names that match nothing warn", transfer_pair,
+         lambda ns: transfer_weights(ns.source, ns.model),
+         UserWarning, ("copied nothing", "0 of 9", "removeprefix('module.')")),
+    Case("transfer: a checkpoint dict is not a state dict", tiny_model,
+         lambda ns: transfer_weights({"model": tiny().state_dict(), "epoch": 3}, ns.model),
+         TypeError, ("'model' holds a", "checkpoint['model']")),
+    Case("freeze: a pattern matching only parameter-less modules", tiny_model,
+         lambda ns: freeze(ns.model, names=["features.2", "drop"]),
+         UserWarning, ("matched only modules without parameters", "0 parameters changed")),
+    Case("unfreeze: a pattern matching only parameter-less modules", tiny_model,
+         lambda ns: unfreeze(ns.model, names="features.3"),
+         UserWarning, ("unfreeze(names='features.3')", "0 parameters changed")),
+
+    # -- checkpoints: one CheckpointError naming the file and the cause
+    Case("checkpoint: empty file", checkpoint_file(lambda b: b""),
+         lambda ns: load_checkpoint(ns.path, ns.model, ns.optimizer),
+         CheckpointError, ("run.pt is empty (0 bytes)", "save it again")),
+    Case("checkpoint: truncated file", checkpoint_file(lambda b: b[: len(b) // 2]),
+         lambda ns: load_checkpoint(ns.path, ns.model, ns.optimizer),
+         CheckpointError, ("run.pt cannot be loaded", "truncated or damaged")),
+    Case("checkpoint: garbage file", checkpoint_file(lambda b: b"hello world" * 50),
+         lambda ns: load_checkpoint(ns.path, ns.model, ns.optimizer),
+         CheckpointError, ("run.pt cannot be loaded", "not a file written by torch.save")),
 ]
 
 
@@ -364,3 +413,56 @@ def test_numpy_integers_are_accepted_as_sizes():
     model = replace_head(tiny(), np.int64(3), hidden=np.int32(6))
     assert model.fc.out.out_features == 3 and model.fc.hidden.out_features == 6
     assert type(model.fc.out.out_features) is int
+
+
+def test_a_state_dict_is_accepted_as_the_source():
+    source, target = tiny(seed=1), tiny(seed=2)
+    report = transfer_weights(source.state_dict(), target)
+    assert report.counts()["copied"] == len(source.state_dict())
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in source.state_dict().items())
+    assert {r.source_type for r in report.rows} == {"state dict"}
+    wrong = {k: v[:1] if v.dim() else v for k, v in source.state_dict().items()}
+    assert transfer_weights(wrong, tiny()).counts()["shape mismatch"] > 0
+
+
+def test_checkpoint_is_fsynced_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(
+        ("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(
+        ("replace", os.path.basename(a))) or real_replace(a, b))
+    save_checkpoint(tmp_path / "run.pt", tiny())
+    (fsync, tmp_name), (replace, moved), (_, folder) = events
+    assert (fsync, replace) == ("fsync", "replace") and tmp_name == moved and tmp_name.startswith(".run.pt.")
+    assert folder == tmp_path.name
+    assert load_checkpoint(tmp_path / "run.pt", tiny(seed=3)) == {}
+
+
+# ---------------------------------------------------------------- the CLI: one line, exit code 2
+
+CLI_CASES = [
+    ("seeds repeated", ["--seeds", "0", "0"], ("--seeds 0 0 repeats 0", "distinct seeds")),
+    ("epochs zero", ["--epochs", "0"], ("--epochs must be at least 1",)),
+    ("unknown backbone", ["--backbone", "resnet_nope"], ("Unknown backbone 'resnet_nope'", "resnet18")),
+]
+
+
+@pytest.mark.parametrize("argv,words", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_errors_print_one_line_with_exit_code_2(argv, words, tmp_path, capsys, monkeypatch):
+    if "--backbone" not in argv:  # refused before any work: loading a backbone would be a bug
+        monkeypatch.setattr(zoo, "load_backbone", lambda *a, **k: pytest.fail("work started"))
+    out = tmp_path / "runs"
+    code = cli.main(["demo", *argv, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("ftkit demo: error: ") and "--debug" in err
+    for word in words:
+        assert word in err, err
+    assert not out.exists()
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    for argv in (["--debug", "demo"], ["demo", "--debug"]):
+        with pytest.raises(ValueError, match="Unknown backbone"):
+            cli.main([*argv, "--backbone", "resnet_nope", "--out", str(tmp_path / "runs")])

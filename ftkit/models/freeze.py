@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import warnings
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Sequence
@@ -163,6 +164,15 @@ def _group_norms(model: nn.Module, group: LayerGroup) -> list[nn.Module]:
 # --------------------------------------------------------------------------- freeze / unfreeze
 
 
+def _warn_if_empty(selection: _Selection, names: str | Sequence[str] | None, verb: str) -> None:
+    """Patterns that matched only modules without weights (ReLU, pooling, dropout) do nothing."""
+    if names is not None and not selection.params and not selection.norms:
+        warnings.warn(
+            f"{verb}(names={names!r}) matched only modules without parameters (activations, "
+            f"pooling, dropout...): 0 parameters changed. Name layers with weights or groups "
+            "(layer_groups(model) lists them), e.g. 'layer4' or 'features.*'.", stacklevel=3)
+
+
 def freeze(model: nn.Module, k: int | None = None, *, names: str | Sequence[str] | None = None,
            all_but_head: bool = False, bn: str = "frozen") -> nn.Module:
     """Stop training part of a model: the first ``k`` groups, named modules, or all but the head.
@@ -196,6 +206,7 @@ def freeze(model: nn.Module, k: int | None = None, *, names: str | Sequence[str]
     if k is None and names is None and not all_but_head:
         raise ValueError("Say what to freeze: k=<first k groups>, names=[patterns] or all_but_head=True.")
     selection = _select(model, k=k, names=names, all_but_head=all_but_head, from_top=False)
+    _warn_if_empty(selection, names, "freeze")
     for p in selection.params:
         p.requires_grad_(False)
     for norm in selection.norms:
@@ -230,6 +241,7 @@ def unfreeze(model: nn.Module, k: int | None = None, *, names: str | Sequence[st
     """
     _check_bn(bn)
     selection = _select(model, k=k, names=names, all_but_head=False, from_top=True)
+    _warn_if_empty(selection, names, "unfreeze")
     for p in selection.params:
         p.requires_grad_(True)
     for norm in selection.norms:
