@@ -405,9 +405,11 @@ def test_head_argument_chooses_one_of_two_heads():
     assert info.value.candidates == ["head_a", "head_b"]
 
 
-def test_a_hidden_layer_as_wide_as_the_classes_is_no_second_head():
-    model = replace_head(tiny(), 4, hidden=4)
+def test_layers_of_the_head_width_before_the_head_are_no_second_head():
+    model = replace_head(tiny(), 4, hidden=4)  # hidden layer as wide as the classes
     assert find_head(model) == "fc.out"
+    # SqueezeNet's last fire module ends in two parallel 64 -> 256 convs: not heads of 256 classes
+    assert find_head(torchvision.models.squeezenet1_1(num_classes=256)) == "classifier.1"
 
 
 def test_numpy_integers_are_accepted_as_sizes():

@@ -54,6 +54,9 @@ class BadImageError(ValueError):
         self.paths = [Path(p) for p in paths] or ([Path(path)] if path is not None else [])
         self.path = self.paths[0] if self.paths else None
 
+    def __reduce__(self):  # keep the paths when sent between processes (sweeps, data loaders)
+        return type(self), (str(self), None, [str(p) for p in self.paths])
+
 
 # ---------------------------------------------------------------- one file
 

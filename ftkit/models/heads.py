@@ -178,21 +178,25 @@ def _trace(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[list[st
 def _rivals(model: nn.Module, order: list[str], head: str, num_classes: int) -> list[str]:
     """Layers that could be the head as much as ``head`` does, ``head`` included (forward order).
 
-    Walking back from ``head``: a layer with ``num_classes`` outputs that ran just
-    before it, with no other layer with weights in between, is a rival (two
-    parallel classifiers whose scores are combined) unless its output could feed
-    the later one (the later one's input width is ``num_classes`` too: then it is
-    a hidden layer of that width).
+    Walking back from ``head``: a layer of the same kind and shape (same input
+    width, ``num_classes`` outputs) that ran just before it, with no other layer
+    with weights in between, is a rival: two parallel classifiers on the same
+    features whose scores are combined. When ``head`` takes ``num_classes``
+    inputs, a layer before it may be a hidden layer of that width feeding it,
+    so none is counted.
     """
     modules = dict(model.named_modules())
+    width = _in_size(modules[head])
+    if width == num_classes:
+        return [head]
     found = [head]
     end = len(order) - order[::-1].index(head) - 1
     for name in reversed(order[:end]):
         if name in found:
             continue
         layer = modules[name]
-        if not isinstance(layer, _HEAD_TYPES) or _out_size(layer) != num_classes \
-                or _in_size(modules[found[-1]]) == num_classes:
+        if type(layer) is not type(modules[head]) or _out_size(layer) != num_classes \
+                or _in_size(layer) != width:
             break
         found.append(name)
     return found[::-1]
