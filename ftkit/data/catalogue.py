@@ -81,7 +81,8 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_TRANSFORM_VERSION = 1    # bump when __getitem__ changes, so fingerprint-keyed caches refresh
+_TRANSFORM_VERSION = 2    # bump when __getitem__ changes, so fingerprint-keyed caches refresh
+                          # (2: 16-bit and float files scaled, no longer clipped)
 
 
 @dataclass(frozen=True)
