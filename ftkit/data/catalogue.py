@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ftkit.data.image_folder import FolderSplit, load_folder
 from ftkit.data.images import IMAGE_CHECKS, BadImageError
 from ftkit.data.sources import (
     ANIMAL_CLASSES,
@@ -59,7 +60,6 @@ from ftkit.data.sources import (
     PHOTO_TEST_CELLS,
     SPLIT_SEED,
     DataUnavailableError,
-    FolderSplit,
     animal_files,
     check_split,
     data_dir,
@@ -68,7 +68,6 @@ from ftkit.data.sources import (
     load_animals,
     load_digits,
     load_fashion,
-    load_folder,
     load_photo_crops,
     photo_crop_boxes,
 )
