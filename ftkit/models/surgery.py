@@ -171,8 +171,9 @@ def _nothing_copied_hint(src: dict, tgt: dict) -> str:
         for s in src:
             if s != t and s.endswith("." + t):
                 prefix = s[: -len(t)]
-                return (f"The source's names carry a prefix ({s!r} for {t!r}): strip it, e.g. "
-                        f"{{k.removeprefix({prefix!r}): v for k, v in state.items()}}.")
+                return (f"The source's names carry a prefix ({s!r} for {t!r}): strip it and pass "
+                        f"the state dict, {{k.removeprefix({prefix!r}): v for k, v in "
+                        "source.state_dict().items()}.")
             if s != t and t.endswith("." + s):
                 prefix = t[: -len(s)]
                 return (f"The target's names carry a prefix ({t!r} for {s!r}): transfer into "

@@ -1,10 +1,11 @@
 """Checkpoints: model (and optimizer) state, a History and metadata in one file.
 
 Files are written atomically (beside the target, flushed to disk with fsync,
-then renamed), hold only
-plain data so they load with ``torch.load(..., weights_only=True)``, and are
-checked against the model before anything is loaded, so a mismatch leaves
-the model and optimizer unchanged.
+then renamed), hold only plain data so they load with ``torch.load(...,
+weights_only=True)``, and are checked against the model before anything is
+loaded, so a mismatch leaves the model and optimizer unchanged. A file that
+cannot be read (empty, truncated, garbage) raises one ``CheckpointError``
+naming the file and the cause.
 
 >>> save_checkpoint("run.pt", model, opt, history=history, note="head only")   # doctest: +SKIP
 >>> meta = load_checkpoint("run.pt", model, opt)                               # doctest: +SKIP
@@ -31,6 +32,7 @@ _KEYS = ("model", "optimizer", "history", "meta")
 class CheckpointError(ValueError):
     """A file that cannot be read as an ftkit checkpoint (empty, truncated, garbage, another
     format); the message names the file and the cause. Nothing is loaded then."""
+
 
 _PLAIN = (type(None), bool, int, float, str, torch.Tensor)
 
