@@ -572,16 +572,13 @@ def test_param_groups_of_another_model_are_rejected_as_in_fit():
 
 def test_lr_find_uses_the_shared_helpers(monkeypatch):
     """Seeding, validation loss, mode save/restore and moving optimizer state each have one
-    implementation (``ftkit.core.torchutil``, ``ftkit.training.loop``, ``ftkit.core.runtime``,
-    ``ftkit.training.optim``)."""
-    import ftkit.core.runtime
+    implementation (``ftkit.core.state``, ``ftkit.training.loop``, ``ftkit.training.optim``)."""
     import ftkit.core.state
     import ftkit.lr.finder as lr_finder
     import ftkit.training.loop
     import ftkit.training.optim
-    from ftkit.core.torchutil import seed_everything
 
-    calls = {"seed": [], "evaluate": 0, "save_modes": 0, "restore_modes": 0}
+    calls = {"seed": [], "evaluate": 0}
 
     def spy(name, fn):
         def wrapper(*args, **kwargs):
@@ -589,21 +586,18 @@ def test_lr_find_uses_the_shared_helpers(monkeypatch):
             return fn(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(lr_finder, "seed_everything",
-                        lambda seed, **kw: (calls["seed"].append((seed, kw)), seed_everything(seed, **kw)))
+    real_seeded = ftkit.core.state.seeded
+    monkeypatch.setattr(lr_finder, "seeded",
+                        lambda seed, device: (calls["seed"].append((seed, str(device))), real_seeded(seed, device))[1])
     monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.training.loop.evaluate_loader))
-    for module in (lr_finder, ftkit.core.state):
-        monkeypatch.setattr(module, "save_modes", spy("save_modes", ftkit.core.runtime.save_modes))
-        monkeypatch.setattr(module, "restore_modes", spy("restore_modes", ftkit.core.runtime.restore_modes))
     assert lr_finder.optimizer_to is ftkit.training.optim.optimizer_to
     assert lr_finder.build_optimizer is ftkit.training.optim.build_optimizer
 
     val = images(10, seed=2)
     lr_find(tiny_cnn(), images(), optimizer="sgd", val_data=val, seeds=2, num_iter=4, batch_size=8,
             diverge_factor=None)
-    assert calls["seed"] == [(0, {"cuda": False}), (1, {"cuda": False})]  # CPU sweep: CUDA RNGs untouched
+    assert calls["seed"] == [(0, "cpu"), (1, "cpu")]  # CPU sweep: CUDA RNGs untouched
     assert calls["evaluate"] == 2 * 4  # the validation loss after each step
-    assert calls["save_modes"] == 2 and calls["restore_modes"] == 3  # snapshot and sweep modes; 2nd seed; end
 
 
 def test_widget_group_names_are_unique_as_lr_find_names_them():

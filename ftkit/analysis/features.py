@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ftkit.core.runtime import resolve_runtime, restore_modes, save_modes
+from ftkit.core.runtime import resolve_runtime
+from ftkit.core.state import preserved_modes
 from ftkit.core.torchutil import atomic_path, get_module
 from ftkit.models.heads import find_head_block
 
@@ -262,12 +263,9 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
         _STATS["disk_hits"] += 1
     else:
         _STATS["misses"] += 1
-        modes = save_modes(model)
-        model.eval()
-        try:
+        with preserved_modes(model):
+            model.eval()
             X, y = _run(model, data, layer_name, hook, batch_size, rt)
-        finally:
-            restore_modes(modes)
         found = Features(X, y, layer_name, key, hook)
         if cache_dir:
             _write_disk(_disk_path(cache_dir, key), found)

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import pandas as pd
-import torch
 from torch import nn
 
 from ftkit.analysis.drift import weight_drift, weights_copy
+from ftkit.core.state import seeded
 from ftkit.models.bn_stats import recompute_bn_stats
 from ftkit.models.freeze import freeze
 from ftkit.models.groups import layer_groups
@@ -80,9 +80,7 @@ def build_model(strategy: Strategy, num_classes: int, *, backbone: str = "mobile
     """
     if not (strategy.freeze is None or strategy.freeze == "all_but_head" or isinstance(strategy.freeze, int)):
         raise ValueError(f"Strategy.freeze must be None, 'all_but_head' or an int, not {strategy.freeze!r}")
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)  # seeds CUDA too: hence the fork above
+    with seeded(seed):  # built on the CPU: its generator (and NumPy's, Python's) forked and seeded
         model = load_backbone(backbone, pretrained=strategy.pretrained).model
         replace_head(model, num_classes)
     if strategy.freeze == "all_but_head":

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from ftkit.core.runtime import Runtime, restore_modes, save_modes, split_batch, to_device
-from ftkit.core.state import StateSnapshot
-from ftkit.core.torchutil import resolve_device, seed_everything
+from ftkit.core.runtime import Runtime, split_batch, to_device
+from ftkit.core.state import StateSnapshot, restore_modes, save_modes, seeded
+from ftkit.core.torchutil import resolve_device
 from ftkit.lr.result import LRFindResult, SweepRecord, assemble_result
 from ftkit.lr.rules import rule_names
 from ftkit.training.loop import evaluate_loader
@@ -59,11 +59,21 @@ def sweep_lrs(start_lr: float, end_lr: float, num_iter: int, step_mode: str = "e
 def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> np.ndarray:
     """Bias-corrected exponential moving average, as fastai's smooth loss:
     ``avg_t = beta * avg_(t-1) + (1 - beta) * loss_t``, reported as ``avg_t / (1 - beta**t)``."""
-    out, avg = np.empty(len(losses)), 0.0
-    for t, loss in enumerate(losses, start=1):
-        avg = beta * avg + (1 - beta) * loss
-        out[t - 1] = avg / (1 - beta**t)
-    return out
+    smoother = SmoothedLoss(beta)
+    return np.array([smoother.update(loss) for loss in losses], dtype=np.float64)
+
+
+class SmoothedLoss:
+    """The running bias-corrected EMA of :func:`smooth_losses`, one value at a time."""
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta, self.avg, self.t = beta, 0.0, 0
+
+    def update(self, loss: float) -> float:
+        """Add ``loss``; return the smoothed value so far."""
+        self.t += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * loss
+        return self.avg / (1 - self.beta**self.t)
 
 
 def lr_find(
@@ -171,14 +181,14 @@ def lr_find(
             if k:
                 snapshot.restore(model, opt, rng=False)
                 restore_modes(train_modes)
-            seed_everything(seed + k, cuda=dev.type == "cuda")  # only touch CUDA when the sweep runs there
             for g in generators:
                 g.manual_seed(seed + k)
             loader = _as_loader(data, batch_size, shuffle=True, seed=seed + k)
             val_loader = None if val_data is None else _as_loader(val_data, batch_size, False, 0)
             runs.append(SweepRecord())
-            _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base,
-                   beta, diverge_factor, rt, runs[-1])
+            with seeded(seed + k, dev):  # only touches CUDA when the sweep runs there
+                _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base,
+                       beta, diverge_factor, rt, runs[-1])
     except KeyboardInterrupt:  # partial result below, marked "interrupted"
         if not runs or runs[-1].ending != "interrupted":
             runs.append(SweepRecord())  # interrupted between sweeps: the next one has 0 steps
@@ -208,9 +218,9 @@ def _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base, be
            diverge_factor, rt: Runtime, run: SweepRecord) -> None:
     """One sweep; appends to ``run`` as it goes and sets ``run.ending``."""
     batches = _cycle(loader)
-    avg, best = 0.0, math.inf
+    smoother, best = SmoothedLoss(beta), math.inf
     try:
-        for step, lr in enumerate(schedule, start=1):
+        for lr in schedule:
             for g, ratio, lr0 in zip(opt.param_groups, ratios, base):
                 _set_lr(g, lr * ratio if ratio is not None else lr0)
             applied = [float(g["lr"]) for g in opt.param_groups]
@@ -224,8 +234,7 @@ def _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base, be
             run.train.append(loss.item())
             value = run.train[-1] if val_loader is None else evaluate_loader(
                 model, val_loader, rt, criterion)["loss"]
-            avg = beta * avg + (1 - beta) * value
-            smooth = avg / (1 - beta**step)
+            smooth = smoother.update(value)
             run.losses.append(value)
             run.smoothed.append(smooth)
             if not math.isfinite(smooth):

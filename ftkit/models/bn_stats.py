@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ftkit.core.runtime import restore_modes, save_modes
+from ftkit.core.state import preserved_modes
 from ftkit.core.torchutil import get_module
 from ftkit.models.freeze import is_bn_frozen
 
@@ -64,23 +64,22 @@ def recompute_bn_stats(model: nn.Module, data: Dataset | DataLoader, *, batch_si
         raise ValueError("recompute_bn_stats() needs at least one batch of data")
     layers = [get_module(model, n) for n in names]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    modes = save_modes(model)
     momenta = [m.momentum for m in layers]
-    try:
-        model.eval()  # dropout off; only the chosen BN layers compute batch statistics
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average: the plain mean over batches
-            m.train()
-        # A DataLoader draws a base seed from torch's global RNG when iterated:
-        # fork it, so training after this call sees the same random numbers.
-        with torch.random.fork_rng(devices=[]):
-            for i, (x, *_) in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                model(x.to(device))
-    finally:
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
-        restore_modes(modes)
+    with preserved_modes(model):
+        try:
+            model.eval()  # dropout off; only the chosen BN layers compute batch statistics
+            for m in layers:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative moving average: the plain mean over batches
+                m.train()
+            # A DataLoader draws a base seed from torch's global RNG when iterated:
+            # fork it, so training after this call sees the same random numbers.
+            with torch.random.fork_rng(devices=[]):
+                for i, (x, *_) in enumerate(loader):
+                    if max_batches is not None and i >= max_batches:
+                        break
+                    model(x.to(device))
+        finally:
+            for m, momentum in zip(layers, momenta):
+                m.momentum = momentum
     return len(layers)

@@ -38,7 +38,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ftkit.core.runtime import Runtime, resolve_runtime, restore_modes, save_modes, seeded, split_batch, to_device
+from ftkit.core.runtime import Runtime, resolve_runtime, split_batch, to_device
+from ftkit.core.state import (
+    StepRollback,
+    preserved_modes,
+    restore_group_settings,
+    save_group_settings,
+    seeded,
+)
 from ftkit.models.bn_stats import recompute_bn_stats
 from ftkit.training.callbacks import StopTraining, callback_list, dispatch
 from ftkit.training.history import History
@@ -48,8 +55,6 @@ from ftkit.training.optim import (
     group_names,
     make_scheduler,
     optimizer_to,
-    restore_group_settings,
-    save_group_settings,
     starting_lrs,
 )
 
@@ -79,12 +84,11 @@ def evaluate_loader(model: nn.Module, loader: Iterable, rt: Runtime,
     Raises:
         ValueError: when ``loader`` yields no samples.
     """
-    modes = save_modes(model)
-    model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
     n = 0
-    try:
+    with preserved_modes(model):
+        model.eval()
         with torch.no_grad():
             for batch in loader:
                 x, y = split_batch(batch)
@@ -97,8 +101,6 @@ def evaluate_loader(model: nn.Module, loader: Iterable, rt: Runtime,
                 else:  # mean over the batch -> sum, so a short last batch weighs what it holds
                     loss_sum += criterion(out, y).detach().double() * len(y)
                 n += len(y)
-    finally:
-        restore_modes(modes)
     if n == 0:
         raise ValueError("the evaluation data yielded no samples")
     return {"loss": loss_sum.item() / n, "acc": None if criterion is not None else correct.item() / n, "n": n}
@@ -125,43 +127,6 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
 
 class _Diverged(Exception):
     pass
-
-
-class _Snapshot:
-    """Copies of the trainable parameters and all buffers, refreshed in place.
-
-    Cost: one extra copy of the trainable weights and buffers in memory, and
-    one device memcpy per step; it buys an exact rollback of a bad step.
-    The optimizer's state (momentum, Adam moments) is not rolled back.
-    """
-
-    def __init__(self, params: list[torch.Tensor], buffers: list[torch.Tensor]):
-        self.params, self.buffers = params, buffers
-        self._p = [p.detach().clone() for p in params]
-        self._b = [b.detach().clone() for b in buffers]
-
-    @staticmethod
-    def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
-        if dst:
-            with torch.no_grad():
-                torch._foreach_copy_(dst, [s.detach() for s in src])
-
-    def save_params(self) -> None:
-        self._copy(self._p, self.params)
-
-    def save_buffers(self) -> None:
-        self._copy(self._b, self.buffers)
-
-    def restore(self, params: bool) -> None:
-        self._copy(self.buffers, self._b)
-        if params:
-            self._copy(self.params, self._p)
-
-    def params_finite(self) -> bool:
-        total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
-        if total_norm is None:
-            return all(bool(torch.isfinite(p).all()) for p in self.params)
-        return bool(torch.isfinite(total_norm(self.params, norm_type=math.inf)))  # max |p|: cannot overflow
 
 
 def _validate(train_data, val_data, epochs, max_steps, batch_size, eval_every, schedule) -> None:
@@ -285,32 +250,32 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     if precise_bn:
         loop.bn_loader = DataLoader(train_data, batch_size=2 * batch_size, shuffle=False, num_workers=num_workers)
 
-    modes = save_modes(model)
-    if not model.training:
-        model.train()  # pins (submodules in eval inside a model in train mode) are kept otherwise
     bar = tqdm(total=total, desc="fit", unit="step", disable=not progress)
-    try:
-        with seeded(seed, rt.device):  # dropout and in-process augmentation: same seed, same draws
-            loop.run(n_epochs, total, eval_every, bar)
-    except _Diverged as err:
-        loop.undo_partial_step()
-        history.stopped_reason = f"{err}; model restored to the weights after step {loop.step}"
-        warnings.warn(f"fit() stopped: {history.stopped_reason}. Try a smaller lr.", RuntimeWarning, stacklevel=2)
-        loop.close_epoch_quietly()
-    except StopTraining as err:
-        history.stopped_reason = f"stopped by a callback: {err}" if str(err) else "stopped by a callback"
-        loop.close_epoch_quietly()
-    except KeyboardInterrupt:
-        loop.undo_partial_step()
-        history.interrupted = True
-        history.stopped_reason = f"interrupted (KeyboardInterrupt) after step {loop.step}"
-    except Exception:
-        loop.undo_partial_step()  # e.g. an error inside optimizer.step(): no half-updated weights
-        raise
-    finally:
-        bar.close()
-        restore_modes(modes)
-        restore_group_settings(opt, settings)
+    with preserved_modes(model):
+        if not model.training:
+            model.train()  # pins (submodules in eval inside a model in train mode) are kept otherwise
+        try:
+            with seeded(seed, rt.device):  # dropout and in-process augmentation: same seed, same draws
+                loop.run(n_epochs, total, eval_every, bar)
+        except _Diverged as err:
+            loop.undo_partial_step()
+            history.stopped_reason = f"{err}; model restored to the weights after step {loop.step}"
+            warnings.warn(f"fit() stopped: {history.stopped_reason}. Try a smaller lr.", RuntimeWarning,
+                          stacklevel=2)
+            loop.close_epoch_quietly()
+        except StopTraining as err:
+            history.stopped_reason = f"stopped by a callback: {err}" if str(err) else "stopped by a callback"
+            loop.close_epoch_quietly()
+        except KeyboardInterrupt:
+            loop.undo_partial_step()
+            history.interrupted = True
+            history.stopped_reason = f"interrupted (KeyboardInterrupt) after step {loop.step}"
+        except Exception:
+            loop.undo_partial_step()  # e.g. an error inside optimizer.step(): no half-updated weights
+            raise
+        finally:
+            bar.close()
+            restore_group_settings(opt, settings)
     return history
 
 
@@ -321,8 +286,7 @@ class _Loop:
         self.model, self.opt, self.sched, self.rt = model, opt, sched, rt
         self.loader, self.val_loader = loader, val_loader
         self.history, self.callbacks, self.names = history, callbacks, names
-        params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
-        self.snap = _Snapshot(params, list(model.buffers()))
+        self.snap = StepRollback(model, opt)
         self.step, self.epoch, self.epoch_open = 0, 0, False
         self.dirty: str | None = None  # what a half-done step has touched: None | "buffers" | "params"
         self.t_start = self.t_epoch = time.perf_counter()

@@ -4,7 +4,7 @@ Schedules are ``torch.optim.lr_scheduler`` objects stepped once per optimizer
 step over the whole run, each starting from its group's own LR, so every
 param group keeps its ratio to the others (discriminative LRs survive the
 schedule). ``fit`` hands the groups back with the settings they came with
-(:func:`save_group_settings` / :func:`restore_group_settings`), so an
+(``ftkit.core.state.save_group_settings`` / ``restore_group_settings``), so an
 optimizer reused by the next ``fit`` (gradual unfreezing) starts from its
 LRs again, not from where the last schedule ended (0 after "cosine").
 
@@ -13,7 +13,6 @@ LRs again, not from where the last schedule ended (0 after "cosine").
 """
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from typing import Callable, Iterable, Sequence
@@ -21,6 +20,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
+
+from ftkit.core.state import restore_group_settings, save_group_settings  # noqa: F401 (re-exported)
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "STEP_GAMMA", "build_optimizer", "group_names", "make_scheduler",
            "optimizer_to", "restore_group_settings", "save_group_settings", "starting_lrs"]
@@ -165,27 +166,3 @@ def optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
             for k, v in state.items():
                 if isinstance(v, torch.Tensor) and (v.dim() > 0 or everything):
                     state[k] = v.to(device)
-
-
-def save_group_settings(opt: torch.optim.Optimizer) -> list[dict]:
-    """A copy of each param group's settings (everything but ``params``: lr, momentum, betas...)."""
-    return [{k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-             for k, v in g.items() if k != "params"} for g in opt.param_groups]
-
-
-def restore_group_settings(opt: torch.optim.Optimizer, saved: list[dict]) -> None:
-    """Put back what :func:`save_group_settings` copied; keys added since (``initial_lr``...) go.
-
-    Tensor settings (a capturable Adam's tensor ``lr``) are written in place,
-    so the tensor object stays the same.
-    """
-    for group, settings in zip(opt.param_groups, saved):
-        for k in [k for k in group if k != "params" and k not in settings]:
-            del group[k]
-        for k, v in settings.items():
-            current = group.get(k)
-            if isinstance(v, torch.Tensor) and isinstance(current, torch.Tensor) and current.shape == v.shape:
-                with torch.no_grad():
-                    current.copy_(v)
-            else:
-                group[k] = v
