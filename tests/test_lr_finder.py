@@ -570,15 +570,15 @@ def test_param_groups_of_another_model_are_rejected_as_in_fit():
     assert_same_tensors(before["params"], capture(b, torch.optim.SGD(b.parameters(), lr=0.1))["params"])
 
 
-def test_lr_find_uses_the_shared_helpers(monkeypatch):
-    """Seeding, validation loss, mode save/restore and moving optimizer state each have one
-    implementation (``ftkit.core.state``, ``ftkit.training.loop``, ``ftkit.training.optim``)."""
+def test_lr_find_runs_on_fits_loop(monkeypatch):
+    """One loop: every sweep step is a ``TrainLoop.train_step`` (fit's), seeded by the one
+    helper (``ftkit.core.state.seeded``); validation loss and moving optimizer state are fit's."""
     import ftkit.core.state
     import ftkit.lr.finder as lr_finder
     import ftkit.training.loop
     import ftkit.training.optim
 
-    calls = {"seed": [], "evaluate": 0}
+    calls = {"seed": [], "evaluate": 0, "steps": 0}
 
     def spy(name, fn):
         def wrapper(*args, **kwargs):
@@ -587,9 +587,11 @@ def test_lr_find_uses_the_shared_helpers(monkeypatch):
         return wrapper
 
     real_seeded = ftkit.core.state.seeded
-    monkeypatch.setattr(lr_finder, "seeded",
+    monkeypatch.setattr(ftkit.training.loop, "seeded",
                         lambda seed, device: (calls["seed"].append((seed, str(device))), real_seeded(seed, device))[1])
     monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.training.loop.evaluate_loader))
+    monkeypatch.setattr(ftkit.training.loop.TrainLoop, "train_step",
+                        spy("steps", ftkit.training.loop.TrainLoop.train_step))
     assert lr_finder.optimizer_to is ftkit.training.optim.optimizer_to
     assert lr_finder.build_optimizer is ftkit.training.optim.build_optimizer
 
@@ -597,6 +599,7 @@ def test_lr_find_uses_the_shared_helpers(monkeypatch):
     lr_find(tiny_cnn(), images(), optimizer="sgd", val_data=val, seeds=2, num_iter=4, batch_size=8,
             diverge_factor=None)
     assert calls["seed"] == [(0, "cpu"), (1, "cpu")]  # CPU sweep: CUDA RNGs untouched
+    assert calls["steps"] == 2 * 4
     assert calls["evaluate"] == 2 * 4  # the validation loss after each step
 
 
@@ -611,3 +614,30 @@ def test_widget_group_names_are_unique_as_lr_find_names_them():
     w.controls["group"].value = "x_2"
     result = w.run()
     assert result.settings["reference_group"] == "x_2" and result.settings["group_names"] == ["x", "x_2"]
+
+
+def test_lr_find_trains_with_fits_precision_and_guard():
+    """On fit's loop, amp=True runs the sweep under bf16 autocast (as fit would train), and a
+    NaN loss is caught by fit's guard before the step: the sweep ends "diverged" with the
+    diverged step recorded as NaN, and the model comes back exactly."""
+    model, data = tiny_cnn(), images()
+    seen = []
+    model.conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    lr_find(model, data, optimizer="sgd", num_iter=4, batch_size=8, amp=True, device="cpu")
+    assert seen and set(seen) == {torch.bfloat16}
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = capture(model, opt)
+
+    calls = []
+
+    def nan_at_3(out, y):
+        calls.append(1)
+        loss = nn.functional.cross_entropy(out, y)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    result = lr_find(model, data, optimizer=opt, criterion=nan_at_3, num_iter=10, batch_size=8,
+                     diverge_factor=None, device="cpu")
+    assert result.endings == ["diverged"] and result.lrs.size == 3
+    assert np.isnan(result.train_losses[0, 2]) and np.isfinite(result.train_losses[0, :2]).all()
+    assert_restored(before, model, opt)

@@ -32,15 +32,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from ftkit.core.runtime import Runtime, split_batch, to_device
-from ftkit.core.state import StateSnapshot, restore_modes, save_modes, seeded
+from ftkit.core.runtime import Runtime, resolve_runtime
+from ftkit.core.state import StateSnapshot, restore_modes, save_modes
 from ftkit.core.torchutil import resolve_device
 from ftkit.lr.result import LRFindResult, SweepRecord, assemble_result
 from ftkit.lr.rules import rule_names
-from ftkit.training.loop import evaluate_loader
+from ftkit.training.callbacks import StopTraining
+from ftkit.training.history import History
+from ftkit.training.loop import TrainLoop, evaluate_loader
 from ftkit.training.optim import build_optimizer, group_names, optimizer_to
 
-__all__ = ["lr_find", "sweep_lrs", "smooth_losses"]
+__all__ = ["lr_find", "sweep_lrs", "smooth_losses", "SmoothedLoss", "LRSweep", "SweepRecorder"]
 
 SGD_MOMENTUM = 0.9  # optimizer="sgd"
 
@@ -95,6 +97,7 @@ def lr_find(
     seed: int = 0,
     batch_size: int = 32,
     device: str | torch.device = "auto",
+    amp: bool | str = "auto",
     skip_start: int | None = None,
     skip_end: int = 5,
     rules: Sequence[str] | None = None,
@@ -126,6 +129,10 @@ def lr_find(
         device: "auto" (CUDA when present) or a device; a model elsewhere moves
             there for the sweep and back after (same Parameter objects, new
             storage). The snapshot stays on the CPU.
+        amp: as in ``fit``: "auto" (bf16 autocast + channels_last on CUDA,
+            fp32 on CPU), True, False. The sweep runs on fit's loop
+            (:class:`ftkit.training.loop.TrainLoop`), so it trains as ``fit``
+            will: same precision, same memory format, same divergence guard.
         skip_start, skip_end: points cut before applying the rules (fastai's
             ``num_iter // 10`` and 5).
         rules: rule names (default: all of ``ftkit.lr.rules.RULES``).
@@ -149,7 +156,6 @@ def lr_find(
     for name, d in (("data", data), ("val_data", val_data)):
         if d is not None and not isinstance(d, DataLoader) and len(d) == 0:
             raise ValueError(f"{name} is empty: there are no batches to train on")
-    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     opt = build_optimizer(model, optimizer, param_groups, lr=start_lr, momentum=SGD_MOMENTUM, weight_decay=0.0)
     names = group_names(opt)
     base = [float(g["lr"]) for g in opt.param_groups]
@@ -159,7 +165,7 @@ def lr_find(
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    rt = Runtime(dev, amp=False, channels_last=False)
+    rt = resolve_runtime(dev, amp)
     home = _single_device(model)
     move = home is not None and home != dev
     generators = _loader_generators(data)
@@ -169,11 +175,14 @@ def lr_find(
         torch.cuda.init()  # so the CUDA RNG state captured below is the user's, not a lazy default
     snapshot = StateSnapshot(model, opt)  # every change below is undone from this copy
     _clear_grads(model)  # stale grads would add into the sweep's, and cost memory
+    contiguous = _contiguous_4d(model)
     runs: list[SweepRecord] = []
     try:
         if move:
             model.to(dev)
             optimizer_to(opt, dev)
+        if rt.channels_last:
+            model.to(memory_format=torch.channels_last)
         if not model.training:
             model.train()
         train_modes = save_modes(model)
@@ -186,16 +195,18 @@ def lr_find(
             loader = _as_loader(data, batch_size, shuffle=True, seed=seed + k)
             val_loader = None if val_data is None else _as_loader(val_data, batch_size, False, 0)
             runs.append(SweepRecord())
-            with seeded(seed + k, dev):  # only touches CUDA when the sweep runs there
-                _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base,
-                       beta, diverge_factor, rt, runs[-1])
-    except KeyboardInterrupt:  # partial result below, marked "interrupted"
+            if not _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base, beta,
+                          diverge_factor, rt, seed + k, runs[-1]):
+                break  # Ctrl-C: partial result below, marked "interrupted"
+    except KeyboardInterrupt:  # between two sweeps
         if not runs or runs[-1].ending != "interrupted":
-            runs.append(SweepRecord())  # interrupted between sweeps: the next one has 0 steps
+            runs.append(SweepRecord())  # the next sweep has 0 steps
     finally:
         if move:
             model.to(home)
             optimizer_to(opt, home)
+        if rt.channels_last and contiguous:
+            model.to(memory_format=torch.contiguous_format)
         snapshot.restore(model, opt)
         _clear_grads(model)
         for g, state in zip(generators, gen_states):
@@ -214,39 +225,90 @@ def lr_find(
     return result
 
 
+class LRSweep:
+    """The LR schedule of a range test, for fit's loop: step ``t`` gives each group
+    ``lrs[t] * ratio`` (its ratio to the reference group), or its own LR when it
+    is not swept (ratio None). ``step()`` moves to the next LR, as a torch scheduler."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lrs: np.ndarray,
+                 ratios: Sequence[float | None], base: Sequence[float]) -> None:
+        self.optimizer, self.lrs, self.ratios, self.base = optimizer, lrs, list(ratios), list(base)
+        self.t = 0
+        self._apply()
+
+    def _apply(self) -> None:
+        lr = self.lrs[min(self.t, len(self.lrs) - 1)]
+        for g, ratio, lr0 in zip(self.optimizer.param_groups, self.ratios, self.base):
+            _set_lr(g, lr * ratio if ratio is not None else lr0)
+
+    def step(self) -> None:
+        self.t += 1
+        self._apply()
+
+
+class SweepRecorder:
+    """Callback for fit's loop: records each step of a range test into ``run``, smooths
+    the loss (:class:`SmoothedLoss`) and stops the sweep when it diverges.
+
+    Args:
+        run: the record to fill (kept on an interrupt).
+        names: the param groups, in ``lr/<name>`` column order.
+        beta, diverge_factor: smoothing; stop when the smoothed loss exceeds
+            ``diverge_factor`` x the best so far (None: never).
+        val_loss: None records the training loss; else a function returning the
+            validation loss after the step.
+    """
+
+    def __init__(self, run: SweepRecord, names: Sequence[str], beta: float, diverge_factor: float | None,
+                 val_loss: Callable[[], float] | None = None) -> None:
+        self.run, self.names, self.diverge_factor, self.val_loss = run, list(names), diverge_factor, val_loss
+        self.smoother, self.best = SmoothedLoss(beta), math.inf
+
+    def _record(self, row: dict, value: float) -> float:
+        self.run.group_lrs.append([row[f"lr/{n}"] for n in self.names])
+        self.run.train.append(row["loss"])
+        smooth = self.smoother.update(value)
+        self.run.losses.append(value)
+        self.run.smoothed.append(smooth)
+        return smooth
+
+    def on_step(self, history, row: dict) -> None:
+        value = row["loss"] if self.val_loss is None else self.val_loss()
+        smooth = self._record(row, value)
+        if not math.isfinite(smooth):
+            self.run.ending = "diverged"
+            raise StopTraining(f"the smoothed loss became {smooth}")
+        self.best = min(self.best, smooth)
+        if self.diverge_factor is not None and smooth > self.diverge_factor * self.best:
+            self.run.ending = "diverged"
+            raise StopTraining(f"the smoothed loss exceeded {self.diverge_factor} x its best")
+
+    def on_diverged(self, history, row: dict) -> None:
+        """fit's guard stopped the step (NaN/Inf loss, or non-finite weights): the sweep diverged."""
+        self._record(row, math.nan)
+        self.run.ending = "diverged"
+
+
 def _sweep(model, opt, criterion, loader, val_loader, schedule, ratios, base, beta,
-           diverge_factor, rt: Runtime, run: SweepRecord) -> None:
-    """One sweep; appends to ``run`` as it goes and sets ``run.ending``."""
+           diverge_factor, rt: Runtime, seed: int, run: SweepRecord) -> bool:
+    """One sweep on fit's loop; fills ``run`` and sets ``run.ending``. False on Ctrl-C."""
+    val_criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
+    val_loss = None if val_loader is None else (
+        lambda: evaluate_loader(model, val_loader, rt, val_criterion)["loss"])
+    recorder = SweepRecorder(run, group_names(opt), beta, diverge_factor, val_loss)
+    loop = TrainLoop(model, opt, LRSweep(opt, schedule, ratios, base), rt, History(), [recorder],
+                     criterion=criterion, rollback=False)  # the CPU snapshot undoes everything anyway
     batches = _cycle(loader)
-    smoother, best = SmoothedLoss(beta), math.inf
     try:
-        for lr in schedule:
-            for g, ratio, lr0 in zip(opt.param_groups, ratios, base):
-                _set_lr(g, lr * ratio if ratio is not None else lr0)
-            applied = [float(g["lr"]) for g in opt.param_groups]
-            x, y = split_batch(next(batches))
-            x, y = rt.inputs(x), to_device(y, rt.device)
-            opt.zero_grad(set_to_none=True)
-            loss = criterion(model(x), y)
-            loss.backward()
-            opt.step()
-            run.group_lrs.append(applied)
-            run.train.append(loss.item())
-            value = run.train[-1] if val_loader is None else evaluate_loader(
-                model, val_loader, rt, criterion)["loss"]
-            smooth = smoother.update(value)
-            run.losses.append(value)
-            run.smoothed.append(smooth)
-            if not math.isfinite(smooth):
-                run.ending = "diverged"
-                return
-            best = min(best, smooth)
-            if diverge_factor is not None and smooth > diverge_factor * best:
-                run.ending = "diverged"
-                return
-        run.ending = "finished"
+        loop.run_guarded(lambda: [batches], len(schedule), seed=seed, caller="")
     finally:
         batches.close()  # shuts down DataLoader workers now, not at garbage collection
+    if loop.history.interrupted:
+        run.ending = "interrupted"
+        return False
+    if run.ending == "interrupted":  # no stop: the sweep ran to its end
+        run.ending = "finished"
+    return True
 
 
 # ---- argument checks and set-up (nothing here changes the model) -----------------------
@@ -328,6 +390,11 @@ def _cycle(loader) -> Iterator:
         if count == 0:
             raise ValueError("the data loader yielded no batches (empty data set, or "
                              "drop_last=True with fewer samples than batch_size)")
+
+
+def _contiguous_4d(model: nn.Module) -> bool:
+    """True when the model's 4-D weights are in the default (not channels_last) memory format."""
+    return all(p.is_contiguous() for p in model.parameters() if p.dim() == 4)
 
 
 def _clear_grads(model: nn.Module) -> None:

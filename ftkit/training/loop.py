@@ -41,6 +41,8 @@ from tqdm.auto import tqdm
 from ftkit.core.runtime import Runtime, resolve_runtime, split_batch, to_device
 from ftkit.core.state import (
     StepRollback,
+    all_finite,
+    changeable_params,
     preserved_modes,
     restore_group_settings,
     save_group_settings,
@@ -58,7 +60,7 @@ from ftkit.training.optim import (
     starting_lrs,
 )
 
-__all__ = ["fit", "evaluate", "evaluate_loader"]
+__all__ = ["fit", "evaluate", "evaluate_loader", "TrainLoop"]
 
 
 # ---------------------------------------------------------------- evaluation
@@ -126,7 +128,11 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
 # ---------------------------------------------------------------- the loop
 
 class _Diverged(Exception):
-    pass
+    """The divergence guard stopped the run; ``row`` is the step that diverged."""
+
+    def __init__(self, message: str, row: dict):
+        super().__init__(message)
+        self.row = row
 
 
 def _validate(train_data, val_data, epochs, max_steps, batch_size, eval_every, schedule) -> None:
@@ -245,109 +251,157 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         "batch_size": batch_size, "seed": seed, "epochs": n_epochs, "total_steps": total,
         "device": str(rt.device), "amp": rt.amp, "groups": names, "n_train": len(train_data),
         "n_val": None if val_data is None else len(val_data), "precise_bn": precise_bn})
-    callbacks = callback_list(callbacks)
-    loop = _Loop(model, opt, sched, loader, val_loader, rt, history, callbacks, names)
+    loop = TrainLoop(model, opt, sched, rt, history, callback_list(callbacks))
+    loop.val_loader = val_loader
     if precise_bn:
         loop.bn_loader = DataLoader(train_data, batch_size=2 * batch_size, shuffle=False, num_workers=num_workers)
-
     bar = tqdm(total=total, desc="fit", unit="step", disable=not progress)
     with preserved_modes(model):
         if not model.training:
             model.train()  # pins (submodules in eval inside a model in train mode) are kept otherwise
         try:
-            with seeded(seed, rt.device):  # dropout and in-process augmentation: same seed, same draws
-                loop.run(n_epochs, total, eval_every, bar)
-        except _Diverged as err:
-            loop.undo_partial_step()
-            history.stopped_reason = f"{err}; model restored to the weights after step {loop.step}"
-            warnings.warn(f"fit() stopped: {history.stopped_reason}. Try a smaller lr.", RuntimeWarning,
-                          stacklevel=2)
-            loop.close_epoch_quietly()
-        except StopTraining as err:
-            history.stopped_reason = f"stopped by a callback: {err}" if str(err) else "stopped by a callback"
-            loop.close_epoch_quietly()
-        except KeyboardInterrupt:
-            loop.undo_partial_step()
-            history.interrupted = True
-            history.stopped_reason = f"interrupted (KeyboardInterrupt) after step {loop.step}"
-        except Exception:
-            loop.undo_partial_step()  # e.g. an error inside optimizer.step(): no half-updated weights
-            raise
+            loop.run_guarded(lambda: (loader for _ in range(n_epochs)), total, seed=seed,
+                             eval_every=eval_every, bar=bar, caller="fit()")
         finally:
             bar.close()
             restore_group_settings(opt, settings)
     return history
 
 
-class _Loop:
-    """The state of one fit() run: counters, clocks, running sums, the snapshot."""
+class TrainLoop:
+    """The one training loop of ftkit: ``fit`` and ``ftkit.lr.finder.lr_find`` both run on it.
 
-    def __init__(self, model, opt, sched, loader, val_loader, rt, history, callbacks, names):
+    One step is: forward under the runtime's autocast, the loss, a finiteness
+    check (before the step: a bad batch never updates weights), backward,
+    ``optimizer.step()``, a check that parameters and buffers are still finite,
+    ``scheduler.step()``, then the ``on_step`` callbacks. A guard stop (NaN/Inf
+    loss, non-finite weights or BatchNorm statistics) rolls the step back
+    (:class:`~ftkit.core.state.StepRollback`) and calls ``on_diverged``.
+
+    Args:
+        model, opt: the model (on ``rt.device``) and its optimizer.
+        sched: anything with ``step()``, called after each optimizer step.
+        rt: device and precision.
+        history: where the rows go.
+        callbacks: see ``ftkit.training.callbacks``.
+        criterion: a mean-reduced loss ``criterion(out, y)``; None: cross-entropy
+            on logits ``(B, C)``, and training accuracy is counted as well.
+        rollback: keep the per-step on-device copy (``lr_find`` turns it off: it
+            restores everything from its CPU snapshot anyway).
+    """
+
+    def __init__(self, model, opt, sched, rt: Runtime, history: History, callbacks: Sequence[Any] = (),
+                 *, criterion: Callable | None = None, rollback: bool = True):
         self.model, self.opt, self.sched, self.rt = model, opt, sched, rt
-        self.loader, self.val_loader = loader, val_loader
-        self.history, self.callbacks, self.names = history, callbacks, names
-        self.snap = StepRollback(model, opt)
+        self.history, self.callbacks, self.criterion = history, list(callbacks), criterion
+        self.names = group_names(opt)
+        self.val_loader: DataLoader | None = None
+        self.bn_loader: DataLoader | None = None  # set for precise BN before each evaluation
+        self.snap = StepRollback(model, opt) if rollback else None
+        self.params = list(changeable_params(model, opt).values())
         self.step, self.epoch, self.epoch_open = 0, 0, False
         self.dirty: str | None = None  # what a half-done step has touched: None | "buffers" | "params"
         self.t_start = self.t_epoch = time.perf_counter()
         self.eval_s = self.epoch_eval_s = 0.0
         self.sums: dict[str, Any] = {}
-        self.bn_loader: DataLoader | None = None  # set for precise BN before each evaluation
 
     def train_s(self) -> float:
         """Wall time since the start, evaluation excluded."""
         return time.perf_counter() - self.t_start - self.eval_s
 
-    def run(self, n_epochs: int, total: int, eval_every: int | None, bar) -> None:
-        for self.epoch in range(1, n_epochs + 1):
+    def run_guarded(self, epochs: Callable[[], Iterable[Iterable]], total: int, *, seed: int,
+                    eval_every: int | None = None, bar=None, caller: str = "fit()") -> None:
+        """Run, seeded, and turn every ending into ``history`` fields; re-raise other errors.
+
+        A divergence stop warns (``caller`` names who stopped) and leaves the
+        model at its last good step; :class:`StopTraining` from a callback and
+        Ctrl-C end the run cleanly; any other exception is raised after the
+        half-done step is undone.
+        """
+        history = self.history
+        try:
+            with seeded(seed, self.rt.device):  # dropout and in-process augmentation: same seed, same draws
+                self.run(epochs(), total, eval_every, bar)
+        except _Diverged as err:
+            self.undo_partial_step()
+            history.stopped_reason = f"{err}; model restored to the weights after step {self.step}"
+            dispatch(self.callbacks, "on_diverged", history, err.row)
+            if caller:
+                warnings.warn(f"{caller} stopped: {history.stopped_reason}. Try a smaller lr.", RuntimeWarning,
+                              stacklevel=3)
+            self.close_epoch_quietly()
+        except StopTraining as err:
+            history.stopped_reason = f"stopped by a callback: {err}" if str(err) else "stopped by a callback"
+            self.close_epoch_quietly()
+        except KeyboardInterrupt:
+            self.undo_partial_step()
+            history.interrupted = True
+            history.stopped_reason = f"interrupted (KeyboardInterrupt) after step {self.step}"
+        except Exception:
+            self.undo_partial_step()  # e.g. an error inside optimizer.step(): no half-updated weights
+            raise
+
+    def run(self, epochs: Iterable[Iterable], total: int, eval_every: int | None, bar=None) -> None:
+        """Train over ``epochs`` (each an iterable of batches) until ``total`` steps."""
+        for self.epoch, batches in enumerate(epochs, start=1):
             correct = torch.zeros((), dtype=torch.int64, device=self.rt.device)
             self.sums = {"loss": 0.0, "correct": correct, "n": 0}
             self.t_epoch, self.epoch_eval_s, self.epoch_open = time.perf_counter(), 0.0, True
-            for x, y in self.loader:
-                row = self.train_step(x, y)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
+            for batch in batches:
+                row = self.train_step(*split_batch(batch))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
                 dispatch(self.callbacks, "on_step", self.history, row)
                 if eval_every is not None and self.step % eval_every == 0:
                     self.evaluate()
                 if self.step >= total:
                     break
             self.end_epoch()
+            if self.step >= total:
+                break
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def loss(self, out: Any, y: Any) -> torch.Tensor:
+        if self.criterion is None:
+            return F.cross_entropy(out.float(), y)
+        return self.criterion(out, y)
+
+    def train_step(self, x: Any, y: Any) -> dict:
         rt, opt, snap = self.rt, self.opt, self.snap
-        x, y = rt.inputs(x), y.to(rt.device)
-        snap.save_buffers()
+        x, y = rt.inputs(x), to_device(y, rt.device)
+        if snap is not None:
+            snap.save_buffers()
         self.dirty = "buffers"  # BatchNorm running stats change in the forward pass
         with rt.autocast():
             out = self.model(x)                                  # (B, C) logits
-        loss = F.cross_entropy(out.float(), y)
+        loss = self.loss(out, y)
         loss_v = loss.item()
+        lrs = {f"lr/{n}": float(g["lr"]) for n, g in zip(self.names, opt.param_groups)}
+        row = {"step": self.step + 1, "epoch": self.epoch, "loss": loss_v, **lrs}
         if not math.isfinite(loss_v):  # checked before the step: the bad batch never updates weights
-            raise _Diverged(f"loss became {loss_v} at step {self.step + 1} (epoch {self.epoch})")
+            raise _Diverged(f"loss became {loss_v} at step {self.step + 1} (epoch {self.epoch})", row)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        lrs = {f"lr/{n}": float(g["lr"]) for n, g in zip(self.names, opt.param_groups)}
-        snap.save_params()
+        if snap is not None:
+            snap.save_params()
         self.dirty = "params"
         opt.step()
-        if not snap.params_finite():  # finite loss, overflowing update: roll it back
+        if not all_finite(self.params):  # finite loss, overflowing update: roll it back
             raise _Diverged(f"a parameter became non-finite in step {self.step + 1} "
-                            f"(epoch {self.epoch}, loss {loss_v:.4g})")
+                            f"(epoch {self.epoch}, loss {loss_v:.4g})", row)
         self.sched.step()
         self.dirty, self.step = None, self.step + 1
         self.sums["loss"] += loss_v * len(y)
-        self.sums["correct"] += (out.argmax(1) == y).sum()  # stays on the device: no extra sync
+        if self.criterion is None:
+            self.sums["correct"] += (out.argmax(1) == y).sum()  # stays on the device: no extra sync
         self.sums["n"] += len(y)
-        row = {"step": self.step, "epoch": self.epoch, "loss": loss_v, **lrs}
         self.history.steps.append(row)
         return row
 
     def undo_partial_step(self) -> None:
-        if self.dirty is not None:
+        if self.dirty is not None and self.snap is not None:
             self.snap.restore(params=self.dirty == "params")
-            self.dirty = None
-
+        self.dirty = None
     def evaluate(self) -> dict | None:
         if self.val_loader is None:
             return None
