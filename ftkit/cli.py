@@ -48,6 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ftkit.lab.folders import write_race
     from ftkit.lab.race import STRATEGIES, race
     from ftkit.models.zoo import load_backbone
+    from ftkit.viz.plots import save_race_figure
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
@@ -77,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
     for r in result.runs[result.runs["stopped_reason"].notna()].itertuples():
         print(f"  note: {r.strategy} (seed {r.seed}) stopped early: {r.stopped_reason}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    folder = write_race(result, args.out, prefix="demo")
+    folder = write_race(result, args.out, prefix="demo", draw=save_race_figure)
     means = dict(zip(summary.strategy, summary.final_acc_mean))
     if "finetune" in means and "scratch" in means:
         gap = means["finetune"] - means["scratch"]

@@ -239,7 +239,7 @@ def test_sweep_keeps_group_ratios():
     np.testing.assert_array_equal(result.group_lrs["head"], head)
     np.testing.assert_array_equal(result.group_lrs["body"], body)
     np.testing.assert_array_equal(result.lrs, head)
-    assert result.settings["reference_group"] == "head"
+    assert result.settings.reference_group == "head"
     assert result.lrs_for(1e-3) == pytest.approx({"body": 1e-4, "head": 1e-3})
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-2]
 
@@ -353,7 +353,7 @@ def test_matches_hand_written_loop(step_mode):
     np.testing.assert_allclose(result.lrs, lrs, rtol=1e-12)
     np.testing.assert_allclose(result.train_losses[0], ref_train, rtol=1e-6)
     np.testing.assert_allclose(result.losses[0], ref_val, rtol=1e-5)
-    assert result.settings["mode"] == "val"
+    assert result.settings.mode == "val"
     # bias-corrected EMA in closed form: sum_k (1-b) b^(t-k) x_k / (1 - b^t)
     b, x = 0.98, np.asarray(ref_val)
     closed = [sum((1 - b) * b ** (t - k) * x[k - 1] for k in range(1, t + 1)) / (1 - b**t)
@@ -443,7 +443,7 @@ def test_cuda_model_snapshot_on_cpu_and_restore_exact():
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     result = lr_find(model, data, optimizer=opt, device="cuda", num_iter=10, batch_size=8)
-    assert result.settings["device"].startswith("cuda")
+    assert result.settings.device.startswith("cuda")
     assert_restored(before, model, opt)
     assert all(torch.equal(a, b) for a, b in zip(cuda_rng, torch.cuda.get_rng_state_all()))
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -509,7 +509,7 @@ def test_widget_runs_without_a_kernel():
     w.controls["group"].value = "head"
     w.controls["seeds"].value = 2
     result = w.run()
-    assert w.result is result and result.settings["group"] == "head" and result.losses.shape[0] == 2
+    assert w.result is result and result.settings.group == "head" and result.losses.shape[0] == 2
     assert w.image.value[:8] == b"\x89PNG\r\n\x1a\n" and "valley" in w.table.value
     assert_restored(before, model, opt)
     w.controls["start_lr"].value, w.controls["end_lr"].value = 1e-1, 1e-3
@@ -613,7 +613,7 @@ def test_widget_group_names_are_unique_as_lr_find_names_them():
     assert [v for _, v in w.controls["group"].options] == [None, "x", "x_2"]
     w.controls["group"].value = "x_2"
     result = w.run()
-    assert result.settings["reference_group"] == "x_2" and result.settings["group_names"] == ["x", "x_2"]
+    assert result.settings.reference_group == "x_2" and result.settings.group_names == ("x", "x_2")
 
 
 def test_lr_find_trains_with_fits_precision_and_guard():

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.data.sources import (
     ANIMAL_CLASSES,
     ANIMAL_INSTALL,
@@ -72,8 +73,6 @@ __all__ = [
     "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _TRANSFORM_VERSION = 1    # bump when __getitem__ changes, so fingerprint-keyed caches refresh
 
 

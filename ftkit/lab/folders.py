@@ -12,8 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-
-import matplotlib
+from typing import Callable
 
 from ftkit.lab.race import RaceResult
 
@@ -30,17 +29,23 @@ def new_run_dir(root: str | os.PathLike, prefix: str) -> Path:
     return path
 
 
-def write_race(result: RaceResult, root: str | os.PathLike = "runs", prefix: str = "race") -> Path:
-    """Write curves.csv, runs.csv, steps.csv, summary.csv, summary.json and convergence.png.
+def write_race(result: RaceResult, root: str | os.PathLike = "runs", prefix: str = "race", *,
+               draw: Callable[[RaceResult, Path], None] | None = None) -> Path:
+    """Write curves.csv, runs.csv, steps.csv, summary.csv, summary.json (and convergence.png).
 
     Everything is written into a hidden temporary folder first and renamed
     into place at the end, so an error leaves no half-written run.
 
+    Args:
+        result: the race.
+        root, prefix: the run folder is ``root/prefix-<date>-<time>``.
+        draw: writes the figure, called as ``draw(result, folder / "convergence.png")``
+            (the CLI passes ``ftkit.viz.plots.save_race_figure``; this lab-level
+            module does not import the plotting layer). None: no figure.
+
     Returns:
         The folder written.
     """
-    from ftkit.viz.plots import plot_race_panels  # matplotlib only when writing
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}-", dir=root))
@@ -50,13 +55,8 @@ def write_race(result: RaceResult, root: str | os.PathLike = "runs", prefix: str
         result.steps.to_csv(tmp / "steps.csv", index=False)
         result.summary().to_csv(tmp / "summary.csv", index=False)
         (tmp / "summary.json").write_text(json.dumps(result.to_json_dict(), indent=2))
-        with matplotlib.rc_context({"backend": "Agg"}):
-            import matplotlib.pyplot as plt
-
-            fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-            plot_race_panels(result, axes)
-            fig.savefig(tmp / "convergence.png", dpi=110)
-            plt.close(fig)
+        if draw is not None:
+            draw(result, tmp / "convergence.png")
         final = new_run_dir(root, prefix)
         os.rename(tmp, final)  # atomic on one file system; fails rather than overwrite
         return final

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from ftkit.core.runtime import Runtime, resolve_runtime
 from ftkit.core.state import StateSnapshot, restore_modes, save_modes
 from ftkit.core.torchutil import resolve_device
-from ftkit.lr.result import LRFindResult, SweepRecord, assemble_result
+from ftkit.lr.result import LRFindResult, LRFindSettings, SweepRecord, assemble_result
 from ftkit.lr.rules import rule_names
 from ftkit.training.callbacks import StopTraining
 from ftkit.training.history import History
@@ -212,12 +212,12 @@ def lr_find(
         for g, state in zip(generators, gen_states):
             g.set_state(state)
 
-    settings = dict(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode=step_mode,
-                    beta=beta, diverge_factor=diverge_factor, group=group, seeds=seeds, seed=seed,
-                    mode="train" if val_data is None else "val", batch_size=batch_size,
-                    device=str(dev), skip_start=skip_start, skip_end=skip_end,
-                    reference_group=reference, group_names=names,
-                    swept_ratios=dict(zip(names, ratios)), base_lrs=dict(zip(names, base)))
+    settings = LRFindSettings(
+        start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode=step_mode, beta=beta,
+        diverge_factor=diverge_factor, group=group, seeds=seeds, seed=seed,
+        mode="train" if val_data is None else "val", batch_size=batch_size, device=str(dev),
+        skip_start=skip_start, skip_end=skip_end, reference_group=reference, group_names=tuple(names),
+        swept_ratios=dict(zip(names, ratios)), base_lrs=dict(zip(names, base)), amp=rt.amp)
     result = assemble_result(runs, schedule, names, settings, rules, snapshot.nbytes)
     if seeds > 1 and isinstance(getattr(data, "sampler", None), SequentialSampler):
         result.notes.append("the DataLoader is not shuffled: every seed saw the same batches, "

@@ -7,8 +7,9 @@ looks fine in train mode can collapse to one class in eval mode. Recomputing
 the statistics over some training batches with the final weights ("precise
 BN") removes the lag without changing a single weight.
 
-Layers frozen by :func:`ftkit.models.freeze.freeze` (``bn="frozen"``) keep their
-statistics: freezing them is a decision, not a lag.
+Layers pinned by :func:`ftkit.models.freeze.freeze` (``bn="frozen"``, see
+``ftkit.models.bn_policy``) keep their statistics: freezing them is a decision,
+not a lag.
 
 >>> recompute_bn_stats(model, train_data)      # doctest: +SKIP
 52
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ftkit.core.state import preserved_modes
 from ftkit.core.torchutil import get_module
-from ftkit.models.freeze import is_bn_frozen
+from ftkit.models.bn_policy import is_bn_frozen
 
 __all__ = ["recompute_bn_stats", "updating_bn_layers"]
 
