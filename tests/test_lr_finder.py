@@ -641,3 +641,19 @@ def test_lr_find_trains_with_fits_precision_and_guard():
     assert result.endings == ["diverged"] and result.lrs.size == 3
     assert np.isnan(result.train_losses[0, 2]) and np.isfinite(result.train_losses[0, :2]).all()
     assert_restored(before, model, opt)
+
+
+def test_lr_find_takes_the_train_spec_it_is_for():
+    """A TrainSpec gives the sweep its optimizer (momentum, weight decay), batch size, device and
+    precision; explicit arguments win; the result says what ran."""
+    from ftkit.training.spec import TrainSpec
+
+    kw = dict(num_iter=6, diverge_factor=None, device="cpu")
+    spec = TrainSpec(optimizer="sgd", momentum=0.5, batch_size=8, lr=123.0)
+    by_spec = lr_find(tiny_cnn(), images(), spec=spec, **kw)
+    model = tiny_cnn()
+    by_args = lr_find(model, images(), optimizer=torch.optim.SGD(model.parameters(), lr=1e-7, momentum=0.5),
+                      batch_size=8, **kw)
+    np.testing.assert_array_equal(by_spec.train_losses, by_args.train_losses)
+    assert by_spec.settings.batch_size == 8
+    assert lr_find(tiny_cnn(), images(), spec=spec, batch_size=16, **kw).settings.batch_size == 16

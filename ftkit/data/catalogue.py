@@ -137,6 +137,11 @@ class ImageDataset(Dataset):
         x = x.expand(3, s, s)                                          # grey -> 3 channels
         return (x - self._mean_t) / self._std_t, int(self.targets[i])
 
+    def path_of(self, i: int) -> str | None:
+        """The file item ``i`` is read from (None for data sets held in memory)."""
+        paths = getattr(self._source, "paths", None)
+        return None if paths is None else str(paths[int(self.indices[i])])
+
     def raw_image(self, i: int) -> np.ndarray:
         """Item ``i`` as a ``uint8`` array ``(H, W, 3)`` at native size (for display)."""
         img = np.asarray(self._source.image(int(self.indices[i])))

@@ -24,6 +24,7 @@ What is different from fastai / torch-lr-finder / Lightning:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Iterator, Sequence
 
@@ -39,12 +40,16 @@ from ftkit.lr.result import LRFindResult, LRFindSettings, SweepRecord, assemble_
 from ftkit.lr.rules import rule_names
 from ftkit.training.callbacks import StopTraining
 from ftkit.training.history import History
-from ftkit.training.loop import TrainLoop, evaluate_loader
+from ftkit.training.loop import NamedItems, TrainLoop, evaluate_loader
 from ftkit.training.optim import build_optimizer, group_names, optimizer_to
+from ftkit.training.spec import TrainSpec
 
 __all__ = ["lr_find", "sweep_lrs", "smooth_losses", "SmoothedLoss", "LRSweep", "SweepRecorder"]
 
 SGD_MOMENTUM = 0.9  # optimizer="sgd"
+# lr_find's defaults without a spec (lr and schedule are the sweep's own)
+FINDER_DEFAULTS = TrainSpec(optimizer="adam", batch_size=32, momentum=SGD_MOMENTUM, weight_decay=0.0,
+                            device="auto", amp="auto")
 
 
 def sweep_lrs(start_lr: float, end_lr: float, num_iter: int, step_mode: str = "exp") -> np.ndarray:
@@ -83,7 +88,7 @@ def lr_find(
     data: Dataset | DataLoader,
     *,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    optimizer: torch.optim.Optimizer | str = "adam",
+    optimizer: torch.optim.Optimizer | str | None = None,
     param_groups: list[dict] | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
@@ -95,12 +100,13 @@ def lr_find(
     group: str | int | None = None,
     seeds: int = 1,
     seed: int = 0,
-    batch_size: int = 32,
-    device: str | torch.device = "auto",
-    amp: bool | str = "auto",
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    amp: bool | str | None = None,
     skip_start: int | None = None,
     skip_end: int = 5,
     rules: Sequence[str] | None = None,
+    spec: TrainSpec | None = None,
 ) -> LRFindResult:
     """Run an LR range test and restore everything afterwards.
 
@@ -111,7 +117,8 @@ def lr_find(
             the seed) or a DataLoader (cycled when shorter than ``num_iter``).
         criterion: loss function; default ``nn.CrossEntropyLoss()``.
         optimizer: an Optimizer (any param groups, existing state welcome) or
-            "sgd" (momentum 0.9) | "adam" | "adamw", built over ``param_groups``
+            "sgd" (momentum 0.9) | "adam" | "adamw" (default: the spec's, else
+            "adam"), built over ``param_groups``
             or over the parameters with ``requires_grad`` (one group "all"),
             by :func:`ftkit.training.optim.build_optimizer`, as ``fit`` does.
         param_groups: groups of this very model for a string optimizer
@@ -136,6 +143,11 @@ def lr_find(
         skip_start, skip_end: points cut before applying the rules (fastai's
             ``num_iter // 10`` and 5).
         rules: rule names (default: all of ``ftkit.lr.rules.RULES``).
+        spec: the :class:`~ftkit.training.spec.TrainSpec` the LR is for: its
+            optimizer (with its momentum and weight decay), batch size, device
+            and precision are used for the sweep unless given above (its lr
+            and schedule are what the sweep replaces). None: "adam", 32,
+            "auto", "auto", no weight decay.
 
     Returns:
         LRFindResult. The model (parameters, buffers, ``requires_grad``, each
@@ -149,14 +161,26 @@ def lr_find(
         ValueError, KeyError, TypeError: for bad arguments (ValueError for an
             unknown optimizer or groups of another model, as in ``fit``),
             before anything changes.
-        Any exception from the model, data or criterion, after restoring.
+        ftkit.training.loop.BatchError: the first batch does not fit the model
+            (labels, channels), after restoring (nothing changed).
+        Any exception from the model, data or criterion, after restoring, with
+        the partial result as ``err.result`` (that sweep's ending: "failed");
+        an error while reading an item of a Dataset names it (``err.path``).
     """
+    base_spec = spec if spec is not None else FINDER_DEFAULTS
+    if not isinstance(base_spec, TrainSpec):
+        raise TypeError(f"spec must be a ftkit.training.spec.TrainSpec, not {type(spec).__name__}")
+    optimizer = optimizer if optimizer is not None else base_spec.optimizer
+    batch_size = batch_size if batch_size is not None else base_spec.batch_size
+    device = device if device is not None else base_spec.device
+    amp = amp if amp is not None else base_spec.amp
     skip_start = num_iter // 10 if skip_start is None else skip_start
     _check_args(start_lr, end_lr, num_iter, beta, diverge_factor, seeds, skip_start, skip_end)
     for name, d in (("data", data), ("val_data", val_data)):
         if d is not None and not isinstance(d, DataLoader) and len(d) == 0:
             raise ValueError(f"{name} is empty: there are no batches to train on")
-    opt = build_optimizer(model, optimizer, param_groups, lr=start_lr, momentum=SGD_MOMENTUM, weight_decay=0.0)
+    opt = build_optimizer(model, optimizer, param_groups, lr=start_lr, momentum=base_spec.momentum,
+                          weight_decay=base_spec.weight_decay)
     names = group_names(opt)
     base = [float(g["lr"]) for g in opt.param_groups]
     ratios, reference = _ratios(base, names, group)
@@ -177,6 +201,7 @@ def lr_find(
     _clear_grads(model)  # stale grads would add into the sweep's, and cost memory
     contiguous = _contiguous_4d(model)
     runs: list[SweepRecord] = []
+    failure: Exception | None = None
     try:
         if move:
             model.to(dev)
@@ -201,6 +226,10 @@ def lr_find(
     except KeyboardInterrupt:  # between two sweeps
         if not runs or runs[-1].ending != "interrupted":
             runs.append(SweepRecord())  # the next sweep has 0 steps
+    except Exception as err:  # raised below, after the restore, with the partial result
+        failure = err
+        if runs:
+            runs[-1].ending = "failed"
     finally:
         if move:
             model.to(home)
@@ -222,6 +251,10 @@ def lr_find(
     if seeds > 1 and isinstance(getattr(data, "sampler", None), SequentialSampler):
         result.notes.append("the DataLoader is not shuffled: every seed saw the same batches, "
                             "so the band shows only the model's own randomness")
+    if failure is not None:
+        with contextlib.suppress(AttributeError):
+            failure.result = result  # what was measured before the error
+        raise failure
     return result
 
 
@@ -374,7 +407,7 @@ def _as_loader(data, batch_size, shuffle, seed) -> DataLoader:
     if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         raise TypeError(f"data must be a torch Dataset or DataLoader, not {type(data).__name__}")
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(NamedItems(data), batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 # ---- per-step helpers -------------------------------------------------------------------

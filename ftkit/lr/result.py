@@ -87,7 +87,8 @@ class LRFindResult:
             ``skip_start`` / ``skip_end``.
         suggestions: rule name -> Suggestion on that curve.
         seed_suggestions: the same, per seed.
-        endings: per seed, "finished" | "diverged" | "interrupted".
+        endings: per seed, "finished" | "diverged" | "interrupted" | "failed" (an error;
+            the partial result rides on the exception as ``err.result``).
         reliable: True when every rule found a suggestion, they agree within a
             decade (with each other and across seeds) and the test ran to its
             end; otherwise ``notes`` says why not.
@@ -196,7 +197,7 @@ def assemble_result(runs: Sequence[SweepRecord], schedule: np.ndarray, names: li
     group_lrs = {n: applied[:, i] for i, n in enumerate(names)}
     lrs = schedule[:steps]
 
-    done = [s for s, r in enumerate(runs) if r.ending != "interrupted"] or list(range(len(runs)))
+    done = [s for s, r in enumerate(runs) if r.ending not in ("interrupted", "failed")] or list(range(len(runs)))
     common = min((len(runs[s].losses) for s in done), default=0)
     consensus = np.median(smoothed[done, :common], axis=0) if common else np.empty(0)
     skip = (settings.skip_start, settings.skip_end)
@@ -205,6 +206,8 @@ def assemble_result(runs: Sequence[SweepRecord], schedule: np.ndarray, names: li
     per_seed = [suggest(*trim(lrs[: len(r.smoothed)], r.smoothed, *skip), rules) for r in runs]
 
     notes = reliability_notes(suggestions, [per_seed[s] for s in done])
+    if any(r.ending == "failed" for r in runs):
+        notes.append(f"an error stopped the test after {sum(len(r.losses) for r in runs)} steps")
     if any(r.ending == "interrupted" for r in runs):
         notes.append(f"interrupted after {sum(len(r.losses) for r in runs)} steps; "
                      "suggestions use what was recorded")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ftkit.core.state import preserved_modes
+from ftkit.core.state import copy_into, preserved_modes
 from ftkit.core.torchutil import get_module
 from ftkit.models.bn_policy import is_bn_frozen
 
@@ -56,6 +56,9 @@ def recompute_bn_stats(model: nn.Module, data: Dataset | DataLoader, *, batch_si
 
     Returns:
         The number of layers recomputed (0 when none updates, e.g. all frozen).
+
+    If the pass does not finish (Ctrl-C, an unreadable file), every statistic
+    is put back as it was before the call, and the error is raised.
     """
     names = updating_bn_layers(model)
     if not names:
@@ -66,6 +69,9 @@ def recompute_bn_stats(model: nn.Module, data: Dataset | DataLoader, *, batch_si
     layers = [get_module(model, n) for n in names]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     momenta = [m.momentum for m in layers]
+    stats = [t for m in layers for t in (m.running_mean, m.running_var, m.num_batches_tracked) if t is not None]
+    saved = [t.clone() for t in stats]  # put back if the pass does not finish (Ctrl-C, a bad file)
+    done = False
     with preserved_modes(model):
         try:
             model.eval()  # dropout off; only the chosen BN layers compute batch statistics
@@ -80,7 +86,10 @@ def recompute_bn_stats(model: nn.Module, data: Dataset | DataLoader, *, batch_si
                     if max_batches is not None and i >= max_batches:
                         break
                     model(x.to(device))
+            done = True
         finally:
             for m, momentum in zip(layers, momenta):
                 m.momentum = momentum
+            if not done:  # half-recomputed statistics are worse than the old ones
+                copy_into(stats, saved)
     return len(layers)

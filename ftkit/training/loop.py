@@ -27,6 +27,7 @@ Beside it: ``ftkit.training.history`` (the History record), ``ftkit.training.cal
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import warnings
@@ -52,6 +53,7 @@ from ftkit.models.bn_stats import recompute_bn_stats
 from ftkit.training.callbacks import StopTraining, callback_list, dispatch
 from ftkit.training.history import History
 from ftkit.training.optim import (
+    OPTIMIZERS,
     SCHEDULES,
     build_optimizer,
     group_names,
@@ -59,8 +61,10 @@ from ftkit.training.optim import (
     optimizer_to,
     starting_lrs,
 )
+from ftkit.training.spec import TrainSpec
 
-__all__ = ["fit", "evaluate", "evaluate_loader", "TrainLoop"]
+__all__ = ["fit", "evaluate", "evaluate_loader", "TrainLoop", "BatchError", "FIT_DEFAULTS", "MAX_LOSS_FACTOR",
+           "NamedItems", "check_inputs", "check_labels", "item_path", "resolve_spec"]
 
 
 # ---------------------------------------------------------------- evaluation
@@ -128,43 +132,167 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
 # ---------------------------------------------------------------- the loop
 
 class _Diverged(Exception):
-    """The divergence guard stopped the run; ``row`` is the step that diverged."""
+    """The divergence guard stopped the run; ``row`` is the step (or evaluation) that diverged.
+    ``undo_last``: the last completed step is undone too (a non-finite evaluation after it)."""
 
-    def __init__(self, message: str, row: dict):
+    def __init__(self, message: str, row: dict, undo_last: bool = False):
         super().__init__(message)
-        self.row = row
+        self.row, self.undo_last = row, undo_last
 
 
-def _validate(train_data, val_data, epochs, max_steps, batch_size, eval_every, schedule) -> None:
+class BatchError(ValueError):
+    """The first batch does not fit the model (labels, channels); raised before any change."""
+
+
+# Divergence stop for a finite explosion: a batch loss above this multiple of the
+# reference loss, max(first batch's loss, ln C) -- ln C is the loss of a uniform
+# guess over C classes, so a pretrained model that starts near 0 is not stopped by
+# ordinary noise. 10 x ln(10) = 23: the true class gets e^-23 of the probability.
+MAX_LOSS_FACTOR = 10.0
+
+
+def item_path(dataset: Any, i: int) -> str | None:
+    """The file behind item ``i`` of ``dataset`` when it can name one, else None.
+
+    Knows ``Subset`` (and nests of it), datasets with a ``path_of(i)`` method
+    (``ftkit.data``'s ImageDataset) and torchvision's ``ImageFolder`` (``samples``).
+    """
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset, i = dataset.dataset, int(dataset.indices[i])
+    try:
+        if hasattr(dataset, "path_of"):
+            path = dataset.path_of(i)
+            return None if path is None else str(path)
+        samples = getattr(dataset, "samples", None)
+        if isinstance(samples, list) and samples and isinstance(samples[i], tuple):
+            return str(samples[i][0])
+    except Exception:  # noqa: BLE001 - naming the file is a courtesy; never hide the real error
+        return None
+    return None
+
+
+class NamedItems(Dataset):
+    """``dataset`` as it is, but an error while reading item ``i`` names the item and its file.
+
+    The exception keeps its type; it gets ``.path`` (None when the dataset cannot
+    name a file), ``.item`` and a note (shown in the traceback, also from
+    DataLoader workers) saying what to do.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.dataset[i]
+        except Exception as err:
+            path = item_path(self.dataset, i)
+            with contextlib.suppress(AttributeError):
+                err.path, err.item = path, i
+            err.add_note(f"ftkit: this happened reading item {i} of the data"
+                         + (f", file {path}: fix or remove that file" if path else
+                            ": fix or drop that item") + ", then run again")
+            raise
+
+
+# fit's defaults when called without a spec (they predate TrainSpec, whose defaults are a race's)
+FIT_DEFAULTS = TrainSpec(optimizer="sgd", lr=1e-3, schedule="constant", epochs=1, batch_size=32,
+                         momentum=0.9, weight_decay=0.0, precise_bn=False)
+_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TrainSpec))
+
+
+def resolve_spec(spec: TrainSpec | int | None, overrides: dict[str, Any], *, caller: str = "fit",
+                 defaults: TrainSpec = FIT_DEFAULTS) -> tuple[TrainSpec, Any, Any]:
+    """The TrainSpec a call means, plus an optimizer instance and a callable schedule if given.
+
+    ``overrides`` are TrainSpec fields passed as keywords (the old ``fit(...,
+    lr=..., epochs=...)`` calls); an ``optimizer`` instance or a callable
+    ``schedule`` cannot live in a spec, so they come back beside it. An int
+    ``spec`` is the old positional ``epochs``.
+
+    Raises:
+        TypeError: for a keyword that is no TrainSpec field, naming the fields.
+        ValueError: for bad values (from TrainSpec, naming the choices).
+    """
+    overrides = dict(overrides)
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        overrides.setdefault("epochs", spec)
+        spec = None
+    if spec is not None and not isinstance(spec, TrainSpec):
+        raise TypeError(f"{caller}() spec must be a ftkit.training.spec.TrainSpec, not {type(spec).__name__}")
+    unknown = sorted(set(overrides) - set(_SPEC_FIELDS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}; the training settings are "
+                        f"TrainSpec's fields: {', '.join(_SPEC_FIELDS)}")
+    optimizer = overrides.pop("optimizer", None)
+    if optimizer is not None and not isinstance(optimizer, str):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a torch.optim.Optimizer, not {optimizer!r}")
+        instance = optimizer
+    else:
+        instance = None
+        if optimizer is not None:
+            overrides["optimizer"] = optimizer
+    schedule = overrides.pop("schedule", None)
+    custom = schedule if callable(schedule) else None
+    if schedule is not None and custom is None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, not {schedule!r}")
+        overrides["schedule"] = schedule
+    base = spec if spec is not None else defaults
+    if "epochs" in overrides and "max_steps" not in overrides and spec is not None:
+        overrides["max_steps"] = None  # epochs given by hand win over the spec's max_steps
+    return (base.replace(**overrides) if overrides else base), instance, custom
+
+
+def _validate(train_data, val_data) -> None:
     if len(train_data) == 0:
         raise ValueError("fit() got an empty training set")
     if val_data is not None and len(val_data) == 0:
         raise ValueError("fit() got an empty val_data; pass None to train without validation")
-    if max_steps is None and (not isinstance(epochs, int) or epochs < 1):
-        raise ValueError(f"epochs must be a positive int (or give max_steps), not {epochs!r}")
-    for name, v in [("max_steps", max_steps), ("eval_every", eval_every)]:
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be None or a positive int, not {v!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-    if not callable(schedule) and schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, not {schedule!r}")
 
 
-def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, epochs: int = 1, *,
-        lr: float = 1e-3, optimizer: str | torch.optim.Optimizer = "sgd",
-        param_groups: Sequence[dict] | None = None, schedule: str | Callable = "constant",
-        batch_size: int = 32, seed: int = 0, device: str | torch.device = "auto",
-        max_steps: int | None = None, eval_every: int | None = None, callbacks: Sequence[Any] = (),
-        progress: bool = True, amp: bool | str = "auto", momentum: float = 0.9,
-        weight_decay: float = 0.0, num_workers: int = 0, precise_bn: bool = False) -> History:
+def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None,
+        spec: TrainSpec | None = None, *, seed: int = 0, callbacks: Sequence[Any] = (),
+        progress: bool = True, param_groups: Sequence[dict] | None = None,
+        max_loss_factor: float | None = MAX_LOSS_FACTOR, **overrides: Any) -> History:
     """Train ``model`` with cross-entropy and return what happened.
+
+    The settings come from ``spec`` (a :class:`~ftkit.training.spec.TrainSpec`),
+    and any TrainSpec field passed as a keyword overrides it
+    (``fit(model, train, val, spec, lr=1e-2)``). Without a spec, the keywords
+    alone describe the run and the rest keeps fit's defaults
+    (:data:`FIT_DEFAULTS`: SGD, lr 1e-3, 1 epoch, batch 32, constant schedule,
+    no precise BN), so ``fit(model, train, val, epochs=3, lr=1e-2)`` works as
+    it always did.
 
     Args:
         model: a classifier returning logits ``(B, C)``. Moved to ``device``
             (it stays there; on CUDA with amp also to channels_last memory
             format); ``fit`` never re-initialises or re-seeds its weights.
         train_data, val_data: datasets yielding ``(x, label)``.
+        spec: the training settings (None: :data:`FIT_DEFAULTS`).
+        seed: fixes the data order and the RNG seen by dropout/augmentation in
+            this process; the caller's global RNG state is left unchanged.
+        callbacks: objects with any of ``on_step``, ``on_eval``,
+            ``on_epoch_end``, ``on_diverged``, each called as ``(history, row)``;
+            raise :class:`StopTraining` to stop early (see
+            ``ftkit.training.callbacks``, e.g. its ``LivePlot``).
+        progress: show a tqdm progress bar.
+        param_groups: dicts for ``torch.optim`` (e.g. ``ftkit.lr.groups.param_groups``),
+            each may carry ``lr``, ``weight_decay`` and a ``name``; a group
+            without them gets ``lr`` and ``weight_decay`` below. Default: one
+            group "all" with every parameter that has ``requires_grad``.
+        max_loss_factor: stop (and warn) when a batch loss exceeds this multiple
+            of the starting loss, ``max(first batch's loss, ln C)`` for C classes
+            (:data:`MAX_LOSS_FACTOR` = 10 by default): a finite explosion is
+            divergence too. None: only non-finite values stop the run.
+
+    Keyword overrides (TrainSpec fields; an optimizer instance and a callable
+    schedule are accepted here too, beside the spec):
         epochs: passes over ``train_data`` (ignored when ``max_steps`` is given).
         lr: LR of every group that does not set its own (ignored with an
             optimizer instance, whose groups' current LRs are used).
@@ -173,24 +301,15 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
             settings (lr, momentum, betas) come back as they went in, so the
             next fit starts from the same LRs (set a group's ``lr`` to change
             it, or build a new optimizer). A group with lr 0 draws a warning.
-        param_groups: dicts for ``torch.optim`` (e.g. ``ftkit.lr.groups.param_groups``),
-            each may carry ``lr``, ``weight_decay`` and a ``name``; a group
-            without them gets ``lr`` and ``weight_decay`` below. Default: one
-            group "all" with every parameter that has ``requires_grad``.
         schedule: "constant" | "step" | "cosine" | "onecycle" | callable, per
             step over the whole run (see :func:`ftkit.training.optim.make_scheduler`).
+        warmup_frac: the first ``warmup_frac`` of the steps raise each group's
+            LR linearly up to its value, then the schedule runs over the rest.
         batch_size: minibatch size (the last batch may be smaller).
-        seed: fixes the data order and the RNG seen by dropout/augmentation in
-            this process; the caller's global RNG state is left unchanged.
         device: "auto" (CUDA when present) or a torch device.
         max_steps: run exactly this many optimizer steps (over as many epochs as
             needed) instead of ``epochs`` full passes.
         eval_every: also evaluate ``val_data`` every N steps (always at each epoch end).
-        callbacks: objects with any of ``on_step``, ``on_eval``,
-            ``on_epoch_end``, each called as ``(history, row)``; raise
-            :class:`StopTraining` to stop early (see ``ftkit.training.callbacks``,
-            e.g. its ``LivePlot``).
-        progress: show a tqdm progress bar.
         amp: "auto" (bf16 autocast + channels_last on CUDA, fp32 on CPU), True, False.
         momentum, weight_decay: for the optimizers built from a name (the
             defaults of every param group that does not set its own).
@@ -206,12 +325,24 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     Returns:
         A :class:`History`; ``config["group_lrs"]`` holds each group's starting
         LR, ``config["lr"]`` the default LR (None when every group sets its own,
-        or with an optimizer instance). On a NaN/Inf loss (or non-finite weights after a
-        step) training stops with a warning, ``stopped_reason`` says why, and
-        the model holds the weights and BatchNorm statistics of the last
-        completed step (the optimizer's momentum is not rolled back). Ctrl-C
-        returns the History so far with ``interrupted=True``, model at the
-        last completed step; any other error is raised after the same rollback.
+        or with an optimizer instance). On divergence -- a NaN/Inf loss, an
+        exploding loss (``max_loss_factor``), non-finite weights or BatchNorm
+        statistics after a step -- training stops with a warning,
+        ``stopped_reason`` says why, and the model holds the weights and
+        BatchNorm statistics of the last good step (the optimizer's momentum
+        is not rolled back); a non-finite validation loss stops it the same
+        way, undoing the step before that evaluation. Ctrl-C returns the
+        History so far with ``interrupted=True``, model at the last completed
+        step.
+
+    Raises:
+        BatchError: the first batch does not fit the model (labels out of range
+            for the head, float labels, wrong number of image channels), before
+            any step.
+        ValueError, TypeError: bad settings or empty data, before anything changes.
+        Any other error (from the data, the model...) after the same rollback,
+        with the History so far as ``err.history``; an error while reading an
+        item names it (``err.path`` when the data set can name its file).
 
     Every module's train/eval flag is restored on return (the model comes back
     in the mode it went in). During training the model is in train mode; when
@@ -220,14 +351,18 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     switched entirely to train mode. Call ``model.eval()`` before hand-written
     inference; :func:`evaluate` does that itself.
     """
-    _validate(train_data, val_data, epochs, max_steps, batch_size, eval_every, schedule)
-    rt = resolve_runtime(device, amp)
-    opt = build_optimizer(model, optimizer, param_groups, lr, momentum, weight_decay)
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+    spec, instance, custom = resolve_spec(spec, overrides)
+    _validate(train_data, val_data)
+    rt = resolve_runtime(spec.device, spec.amp)
+    optimizer = instance if instance is not None else spec.optimizer
+    schedule = custom if custom is not None else spec.schedule
+    lr, batch_size, num_workers = spec.lr, spec.batch_size, spec.num_workers
+    opt = build_optimizer(model, optimizer, param_groups, lr, spec.momentum, spec.weight_decay)
+    loader = DataLoader(NamedItems(train_data), batch_size=batch_size, shuffle=True, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(seed), pin_memory=rt.device.type == "cuda")
-    val_loader = None if val_data is None else DataLoader(val_data, batch_size=2 * batch_size,
+    val_loader = None if val_data is None else DataLoader(NamedItems(val_data), batch_size=2 * batch_size,
                                                           num_workers=num_workers)
-    total = max_steps if max_steps is not None else epochs * len(loader)
+    total = spec.max_steps if spec.max_steps is not None else spec.epochs * len(loader)
     n_epochs = math.ceil(total / len(loader))
 
     model.to(rt.device)  # validated above: from here on the model changes
@@ -238,7 +373,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     group_lrs = starting_lrs(opt, names)
     settings = save_group_settings(opt)  # put back on return: schedules leave lr at its end value
     try:
-        sched = make_scheduler(opt, schedule, total)
+        sched = make_scheduler(opt, schedule, total, warmup_frac=spec.warmup_frac)
     except Exception:
         restore_group_settings(opt, settings)
         raise
@@ -250,33 +385,82 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         "schedule": schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"),
         "batch_size": batch_size, "seed": seed, "epochs": n_epochs, "total_steps": total,
         "device": str(rt.device), "amp": rt.amp, "groups": names, "n_train": len(train_data),
-        "n_val": None if val_data is None else len(val_data), "precise_bn": precise_bn})
-    loop = TrainLoop(model, opt, sched, rt, history, callback_list(callbacks))
+        "n_val": None if val_data is None else len(val_data), "precise_bn": spec.precise_bn,
+        "warmup_frac": spec.warmup_frac, "weight_decay": spec.weight_decay})
+    loop = TrainLoop(model, opt, sched, rt, history, callback_list(callbacks), max_loss_factor=max_loss_factor)
     loop.val_loader = val_loader
-    if precise_bn:
-        loop.bn_loader = DataLoader(train_data, batch_size=2 * batch_size, shuffle=False, num_workers=num_workers)
+    if spec.precise_bn:
+        loop.bn_loader = DataLoader(NamedItems(train_data), batch_size=2 * batch_size, shuffle=False,
+                                    num_workers=num_workers)
     bar = tqdm(total=total, desc="fit", unit="step", disable=not progress)
     with preserved_modes(model):
         if not model.training:
             model.train()  # pins (submodules in eval inside a model in train mode) are kept otherwise
         try:
             loop.run_guarded(lambda: (loader for _ in range(n_epochs)), total, seed=seed,
-                             eval_every=eval_every, bar=bar, caller="fit()")
+                             eval_every=spec.eval_every, bar=bar, caller="fit()")
         finally:
             bar.close()
             restore_group_settings(opt, settings)
     return history
 
 
+def _first_conv(model: nn.Module) -> tuple[str, nn.Module] | None:
+    return next(((n, m) for n, m in model.named_modules()
+                 if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+
+
+def check_inputs(model: nn.Module, x: Any, y: Any, criterion: Callable | None) -> None:
+    """Check a batch before the model sees it: image channels, and integer class labels.
+
+    Raises:
+        BatchError: naming what is wrong and the fix; nothing has changed yet.
+    """
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        conv = _first_conv(model)
+        if conv is not None and x.shape[1] != conv[1].in_channels:
+            name, layer = conv
+            raise BatchError(
+                f"the images have {x.shape[1]} channel(s) but the model's first convolution "
+                f"({name}) expects {layer.in_channels}: convert the images (e.g. grey to RGB with "
+                f"torchvision.transforms.Grayscale(num_output_channels={layer.in_channels}), or "
+                "x.expand(-1, 3, -1, -1)), or replace that layer")
+    if criterion is None and isinstance(y, torch.Tensor) and (y.is_floating_point() or y.is_complex()):
+        raise BatchError(
+            f"the labels are {y.dtype}, but cross-entropy needs class indices (int64, 0..C-1): "
+            "return int labels from the data set (e.g. int(label)), or pass a criterion that takes "
+            "these targets")
+
+
+def check_labels(out: Any, y: Any, criterion: Callable | None) -> None:
+    """Check class labels against the model's output width (cross-entropy only).
+
+    Raises:
+        BatchError: naming the label range, the width and the fix.
+    """
+    if criterion is not None or not isinstance(out, torch.Tensor) or out.dim() != 2:
+        return
+    if not isinstance(y, torch.Tensor) or y.numel() == 0:
+        return
+    lo, hi, width = int(y.min()), int(y.max()), out.shape[1]
+    if lo < 0 or hi >= width:
+        raise BatchError(
+            f"labels in this batch go from {lo} to {hi}, but the model has {width} outputs (classes "
+            f"0..{width - 1}): replace its head with one per class, e.g. "
+            f"ftkit.models.heads.replace_head(model, num_classes={max(hi + 1, width)}), or fix the labels")
+
+
 class TrainLoop:
     """The one training loop of ftkit: ``fit`` and ``ftkit.lr.finder.lr_find`` both run on it.
 
     One step is: forward under the runtime's autocast, the loss, a finiteness
-    check (before the step: a bad batch never updates weights), backward,
-    ``optimizer.step()``, a check that parameters and buffers are still finite,
+    check of the loss and the BatchNorm statistics, and a check for a finite
+    explosion (before the step: a bad batch never updates weights), backward,
+    ``optimizer.step()``, a check that parameters are still finite,
     ``scheduler.step()``, then the ``on_step`` callbacks. A guard stop (NaN/Inf
     loss, non-finite weights or BatchNorm statistics) rolls the step back
-    (:class:`~ftkit.core.state.StepRollback`) and calls ``on_diverged``.
+    (:class:`~ftkit.core.state.StepRollback`) and calls ``on_diverged``; a
+    non-finite validation loss undoes the step before it as well.
 
     Args:
         model, opt: the model (on ``rt.device``) and its optimizer.
@@ -288,10 +472,16 @@ class TrainLoop:
             on logits ``(B, C)``, and training accuracy is counted as well.
         rollback: keep the per-step on-device copy (``lr_find`` turns it off: it
             restores everything from its CPU snapshot anyway).
+        max_loss_factor: stop when a batch loss exceeds this multiple of the
+            starting loss (see :data:`MAX_LOSS_FACTOR`); None: no such stop.
+
+    The first batch is checked before the first step (:func:`check_inputs`,
+    :func:`check_labels`): a mismatch raises :class:`BatchError` and changes nothing.
     """
 
     def __init__(self, model, opt, sched, rt: Runtime, history: History, callbacks: Sequence[Any] = (),
-                 *, criterion: Callable | None = None, rollback: bool = True):
+                 *, criterion: Callable | None = None, rollback: bool = True,
+                 max_loss_factor: float | None = None):
         self.model, self.opt, self.sched, self.rt = model, opt, sched, rt
         self.history, self.callbacks, self.criterion = history, list(callbacks), criterion
         self.names = group_names(opt)
@@ -299,7 +489,9 @@ class TrainLoop:
         self.bn_loader: DataLoader | None = None  # set for precise BN before each evaluation
         self.snap = StepRollback(model, opt) if rollback else None
         self.params = list(changeable_params(model, opt).values())
-        self.step, self.epoch, self.epoch_open = 0, 0, False
+        self.buffers = [b for b in model.buffers() if b.is_floating_point()]  # BN running stats
+        self.max_loss_factor, self.loss_limit = max_loss_factor, math.inf
+        self.step, self.epoch, self.epoch_open, self.closing = 0, 0, False, False
         self.dirty: str | None = None  # what a half-done step has touched: None | "buffers" | "params"
         self.t_start = self.t_epoch = time.perf_counter()
         self.eval_s = self.epoch_eval_s = 0.0
@@ -316,7 +508,7 @@ class TrainLoop:
         A divergence stop warns (``caller`` names who stopped) and leaves the
         model at its last good step; :class:`StopTraining` from a callback and
         Ctrl-C end the run cleanly; any other exception is raised after the
-        half-done step is undone.
+        half-done step is undone, carrying the History so far as ``err.history``.
         """
         history = self.history
         try:
@@ -324,7 +516,11 @@ class TrainLoop:
                 self.run(epochs(), total, eval_every, bar)
         except _Diverged as err:
             self.undo_partial_step()
-            history.stopped_reason = f"{err}; model restored to the weights after step {self.step}"
+            good = self.step
+            if err.undo_last and self.snap is not None:
+                self.snap.restore(params=True)
+                good = self.step - 1
+            history.stopped_reason = f"{err}; model restored to the weights after step {good}"
             dispatch(self.callbacks, "on_diverged", history, err.row)
             if caller:
                 warnings.warn(f"{caller} stopped: {history.stopped_reason}. Try a smaller lr.", RuntimeWarning,
@@ -337,8 +533,10 @@ class TrainLoop:
             self.undo_partial_step()
             history.interrupted = True
             history.stopped_reason = f"interrupted (KeyboardInterrupt) after step {self.step}"
-        except Exception:
+        except Exception as err:
             self.undo_partial_step()  # e.g. an error inside optimizer.step(): no half-updated weights
+            with contextlib.suppress(AttributeError):
+                err.history = history  # what was recorded before the error: nothing is lost
             raise
 
     def run(self, epochs: Iterable[Iterable], total: int, eval_every: int | None, bar=None) -> None:
@@ -368,18 +566,34 @@ class TrainLoop:
 
     def train_step(self, x: Any, y: Any) -> dict:
         rt, opt, snap = self.rt, self.opt, self.snap
+        first = self.step == 0
+        if first:
+            check_inputs(self.model, x, y, self.criterion)
         x, y = rt.inputs(x), to_device(y, rt.device)
         if snap is not None:
             snap.save_buffers()
         self.dirty = "buffers"  # BatchNorm running stats change in the forward pass
         with rt.autocast():
             out = self.model(x)                                  # (B, C) logits
+        if first:
+            check_labels(out, y, self.criterion)
         loss = self.loss(out, y)
         loss_v = loss.item()
         lrs = {f"lr/{n}": float(g["lr"]) for n, g in zip(self.names, opt.param_groups)}
         row = {"step": self.step + 1, "epoch": self.epoch, "loss": loss_v, **lrs}
-        if not math.isfinite(loss_v):  # checked before the step: the bad batch never updates weights
-            raise _Diverged(f"loss became {loss_v} at step {self.step + 1} (epoch {self.epoch})", row)
+        where = f"at step {self.step + 1} (epoch {self.epoch})"
+        # all checked before the step: the bad batch never updates weights
+        if not math.isfinite(loss_v):
+            raise _Diverged(f"loss became {loss_v} {where}", row)
+        if self.buffers and not all_finite(self.buffers):
+            raise _Diverged(f"BatchNorm running statistics became non-finite {where} (loss {loss_v:.4g})", row)
+        if self.max_loss_factor is not None:
+            if first:
+                width = out.shape[1] if self.criterion is None and out.dim() == 2 else 1
+                self.loss_limit = self.max_loss_factor * max(loss_v, math.log(max(width, 2)))
+            elif loss_v > self.loss_limit:
+                raise _Diverged(f"loss exploded to {loss_v:.4g} {where}, above {self.max_loss_factor:g} x the "
+                                f"starting loss ({self.loss_limit:.4g}; max_loss_factor=None turns this off)", row)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if snap is not None:
@@ -415,6 +629,9 @@ class TrainLoop:
         row = {"step": self.step, "epoch": self.epoch, "val_loss": res["loss"], "val_acc": res["acc"],
                "elapsed_s": self.train_s() - (time.perf_counter() - t0)}
         evals.append(row)
+        if not math.isfinite(res["loss"]) and not self.closing:  # finite weights can overflow in eval mode
+            raise _Diverged(f"the validation loss became {res['loss']} after step {self.step}", row,
+                            undo_last=self.step > 0)
         dispatch(self.callbacks, "on_eval", self.history, row)
         dt = time.perf_counter() - t0
         self.eval_s += dt
@@ -434,5 +651,6 @@ class TrainLoop:
     def close_epoch_quietly(self) -> None:
         """After an early stop: record the partial epoch (a callback may stop again)."""
         if self.epoch_open:
+            self.closing = True  # the run has stopped: a bad evaluation is recorded, not raised
             with contextlib.suppress(StopTraining):
                 self.end_epoch()
