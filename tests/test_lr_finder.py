@@ -657,3 +657,23 @@ def test_lr_find_takes_the_train_spec_it_is_for():
     np.testing.assert_array_equal(by_spec.train_losses, by_args.train_losses)
     assert by_spec.settings.batch_size == 8
     assert lr_find(tiny_cnn(), images(), spec=spec, batch_size=16, **kw).settings.batch_size == 16
+
+
+def test_channels_last_sweep_gives_the_storage_back(monkeypatch):
+    """With channels_last (CUDA + amp), the sweep trains the model in that format, as fit does,
+    and hands back the very same storage. Forced on here so that the CPU checks it."""
+    import ftkit.lr.finder as lr_finder
+    from ftkit.core.runtime import Runtime
+
+    monkeypatch.setattr(lr_finder, "resolve_runtime",
+                        lambda dev, amp: Runtime(torch.device("cpu"), amp=False, channels_last=True))
+    model, data = tiny_cnn(), images()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = capture(model, opt)
+    formats = []
+    model.conv.register_forward_pre_hook(
+        lambda m, i: formats.append(m.weight.is_contiguous(memory_format=torch.channels_last)))
+    lr_find(model, data, optimizer=opt, num_iter=4, batch_size=8, diverge_factor=None)
+    assert formats and all(formats)
+    assert model.conv.weight.is_contiguous()
+    assert_restored(before, model, opt)

@@ -199,14 +199,15 @@ def lr_find(
         torch.cuda.init()  # so the CUDA RNG state captured below is the user's, not a lazy default
     snapshot = StateSnapshot(model, opt)  # every change below is undone from this copy
     _clear_grads(model)  # stale grads would add into the sweep's, and cost memory
-    contiguous = _contiguous_4d(model)
     runs: list[SweepRecord] = []
     failure: Exception | None = None
+    formats: dict[nn.Parameter, torch.Tensor] = {}
     try:
         if move:
             model.to(dev)
             optimizer_to(opt, dev)
-        if rt.channels_last:
+        if rt.channels_last:  # as fit trains; the original storage is put back below
+            formats = {p: p.data for p in model.parameters() if p.dim() == 4}
             model.to(memory_format=torch.channels_last)
         if not model.training:
             model.train()
@@ -231,11 +232,11 @@ def lr_find(
         if runs:
             runs[-1].ending = "failed"
     finally:
+        for p, data in formats.items():
+            p.data = data  # same storage (and data_ptr) as before; values come back from the snapshot
         if move:
             model.to(home)
             optimizer_to(opt, home)
-        if rt.channels_last and contiguous:
-            model.to(memory_format=torch.contiguous_format)
         snapshot.restore(model, opt)
         _clear_grads(model)
         for g, state in zip(generators, gen_states):
@@ -423,11 +424,6 @@ def _cycle(loader) -> Iterator:
         if count == 0:
             raise ValueError("the data loader yielded no batches (empty data set, or "
                              "drop_last=True with fewer samples than batch_size)")
-
-
-def _contiguous_4d(model: nn.Module) -> bool:
-    """True when the model's 4-D weights are in the default (not channels_last) memory format."""
-    return all(p.is_contiguous() for p in model.parameters() if p.dim() == 4)
 
 
 def _clear_grads(model: nn.Module) -> None:
