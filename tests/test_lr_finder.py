@@ -575,6 +575,7 @@ def test_lr_find_runs_on_fits_loop(monkeypatch):
     helper (``ftkit.core.state.seeded``); validation loss and moving optimizer state are fit's."""
     import ftkit.core.state
     import ftkit.lr.finder as lr_finder
+    import ftkit.training.engine
     import ftkit.training.loop
     import ftkit.training.optim
 
@@ -587,11 +588,12 @@ def test_lr_find_runs_on_fits_loop(monkeypatch):
         return wrapper
 
     real_seeded = ftkit.core.state.seeded
-    monkeypatch.setattr(ftkit.training.loop, "seeded",
+    monkeypatch.setattr(ftkit.training.engine, "seeded",
                         lambda seed, device: (calls["seed"].append((seed, str(device))), real_seeded(seed, device))[1])
-    monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.training.loop.evaluate_loader))
-    monkeypatch.setattr(ftkit.training.loop.TrainLoop, "train_step",
-                        spy("steps", ftkit.training.loop.TrainLoop.train_step))
+    monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.training.engine.evaluate_loader))
+    monkeypatch.setattr(ftkit.training.engine.TrainLoop, "train_step",
+                        spy("steps", ftkit.training.engine.TrainLoop.train_step))
+    assert lr_finder.TrainLoop is ftkit.training.loop.TrainLoop  # fit's loop
     assert lr_finder.optimizer_to is ftkit.training.optim.optimizer_to
     assert lr_finder.build_optimizer is ftkit.training.optim.build_optimizer
 

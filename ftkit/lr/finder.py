@@ -39,8 +39,9 @@ from ftkit.core.torchutil import resolve_device
 from ftkit.lr.result import LRFindResult, LRFindSettings, SweepRecord, assemble_result
 from ftkit.lr.rules import rule_names
 from ftkit.training.callbacks import StopTraining
+from ftkit.training.checks import NamedItems
+from ftkit.training.engine import TrainLoop, evaluate_loader
 from ftkit.training.history import History
-from ftkit.training.loop import NamedItems, TrainLoop, evaluate_loader
 from ftkit.training.optim import build_optimizer, group_names, optimizer_to
 from ftkit.training.spec import TrainSpec
 
