@@ -522,6 +522,7 @@ def test_fit_with_a_spec_equals_the_old_keywords(data):
     assert h_kw.steps == h_spec.steps == h_over.steps
     assert [r["val_loss"] for r in h_kw.evals] == [r["val_loss"] for r in h_spec.evals]
     assert_same_state(state(a), state(b))
+    assert fit(tiny(), data[0], optimizer="SGD", max_steps=1, **FAST).config["optimizer"] == "sgd"
     with pytest.raises(TypeError, match="TrainSpec's fields"):
         fit(tiny(), data[0], learning_rate=0.1, **FAST)
     assert len(fit(tiny(), data[0], None, 2, batch_size=96, **FAST).epochs) == 2  # old positional epochs

@@ -118,7 +118,7 @@ def resolve_spec(spec: TrainSpec | int | None, overrides: dict[str, Any], *, cal
     else:
         instance = None
         if optimizer is not None:
-            overrides["optimizer"] = optimizer
+            overrides["optimizer"] = optimizer.lower()  # "SGD" worked before TrainSpec
     schedule = overrides.pop("schedule", None)
     custom = schedule if callable(schedule) else None
     if schedule is not None and custom is None:
