@@ -1,4 +1,8 @@
-"""The ``ftkit`` command: ``ftkit info`` and ``ftkit demo``."""
+"""The ``ftkit`` command: ``ftkit info`` and ``ftkit demo``.
+
+An error prints one line, ``ftkit <command>: error: <what is wrong and the fix>``,
+and exits with code 2, without a traceback; ``--debug`` shows the traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -50,6 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ftkit.lab.folders import RunFolderError, check_writable, create_run_dir, write_race
     from ftkit.lab.race import STRATEGIES, make_strategies, race
     from ftkit.lab.specs import DataSpec
+    from ftkit.viz.plots import save_race_figure
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
@@ -100,7 +105,7 @@ def _demo(args: argparse.Namespace) -> int:
     for r in result.runs[result.runs["stopped_reason"].notna()].itertuples():
         print(f"  note: {r.strategy} (seed {r.seed}) stopped early: {r.stopped_reason}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    write_race(result, folder=folder)
+    write_race(result, folder=folder, draw=save_race_figure)
     means = dict(zip(summary.strategy, summary.final_acc_mean))
     if "finetune" in means and "scratch" in means:
         gap = means["finetune"] - means["scratch"]
@@ -138,12 +143,51 @@ def build_parser() -> argparse.ArgumentParser:
                            "for the current weights (shows why scratch collapses to one class)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    for command in (info, demo):  # also after the command: `ftkit demo --debug`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error")
     return parser
+
+
+class UsageError(ValueError):
+    """Arguments that parse but make no sense together (checked before any work starts)."""
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.command != "demo":
+        return
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        raise UsageError(
+            f"--seeds {' '.join(map(str, args.seeds))} repeats {', '.join(map(str, repeated))}: a "
+            "repeated seed is the same run twice and makes the spread look smaller than it is; "
+            "give distinct seeds, e.g. --seeds 0 1 2")
+    for flag in ("n_per_class", "val_per_class", "image_size", "epochs", "batch_size", "eval_every"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    from ftkit.models.zoo import check_backbone_name
+
+    check_backbone_name(args.backbone)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if isinstance(err, UsageError) else f"{type(err).__name__}: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        _check_args(args)
+        return args.func(args)
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"ftkit {args.command}: error: {_one_line(err)} (add --debug to see the traceback)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
