@@ -4,7 +4,8 @@
   noise), ``"blur"`` (Gaussian blur), ``"invert"`` (1 - pixel), ``"rotate"``
   (rotation about the centre). ``severity`` in (0, 1] scales each one:
   noise sigma = 0.5 * severity (pixels in [0, 1]), blur sigma = 2 px * severity,
-  inversion blends ``(1 - s) x + s (1 - x)``, rotation = 90 degrees * severity.
+  rotation = 90 degrees * severity; inversion is all or nothing (a partial
+  blend would fade every image to grey) and ignores it.
 * **feature level** -- a subpopulation shift: coarse classes made of different
   fine classes in the source and the target domain (``SUBPOPULATIONS``, after
   BREEDS), e.g. "top" is T-shirt + Pullover in the source, Coat + Shirt in the target.
@@ -179,7 +180,7 @@ def corrupt(X: torch.Tensor, kind: str, severity: float = 1.0, *, seed: int = 0,
         x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
         x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
     elif kind == "invert":
-        x = (1 - severity) * x + severity * (1 - x)
+        x = 1 - x
     else:
         x = _rotate(x, 90.0 * severity)
     return (x.clamp(0, 1) - m) / s

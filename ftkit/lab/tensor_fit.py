@@ -61,7 +61,7 @@ def _forward(model: nn.Module, start: int):
 
 def fit_tensors(model: nn.Module, task: TensorTask, *, lr: float, steps: int, seed: int,
                 batch_size: int = 128, train: Sequence[str] | None = None,
-                start: int = 0) -> list[float]:
+                start: int = 0, head_mult: float = 1.0) -> list[float]:
     """Train ``model`` in place on ``task`` for ``steps`` Adam steps; returns the step losses.
 
     Args:
@@ -73,18 +73,23 @@ def fit_tensors(model: nn.Module, task: TensorTask, *, lr: float, steps: int, se
         start: ``task.X`` holds the activations after the model's first
             ``start`` groups (cached once, since those groups are frozen):
             the same training as on images, without recomputing them.
+        head_mult: the head's LR is ``lr * head_mult`` (a new head starts far from
+            useful; the usual rule of thumb is 10x the body's LR).
 
     Raises:
         ValueError: non-positive lr/steps/batch size, or unknown group names.
     """
-    if not (lr > 0 and math.isfinite(lr)) or steps < 1 or batch_size < 1:
-        raise ValueError(f"need lr > 0, steps >= 1, batch_size >= 1; got {lr}, {steps}, {batch_size}")
+    if not (lr > 0 and math.isfinite(lr)) or steps < 1 or batch_size < 1 or not head_mult > 0:
+        raise ValueError(f"need lr > 0, steps >= 1, batch_size >= 1, head_mult > 0; "
+                         f"got {lr}, {steps}, {batch_size}, {head_mult}")
     frozen = set_trainable(model, train)
     if start and (train is None or set(train) & {g.name for g in layer_groups(model)[:start]}):
         raise ValueError(f"start={start}: the first {start} groups must be frozen (not in train)")
     forward = _forward(model, start)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    head = {id(p) for p in layer_groups(model)[-1].parameters(model)}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
+    top = [p for p in model.parameters() if p.requires_grad and id(p) in head]
+    opt = torch.optim.Adam([{"params": ps, "lr": lr * m} for ps, m in ((body, 1.0), (top, head_mult)) if ps])
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     g = torch.Generator().manual_seed(seed)
