@@ -37,7 +37,7 @@ chosen by ``s``, initialisation ``s`` and batch order ``s``.
 from __future__ import annotations
 
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
@@ -259,6 +259,15 @@ def run_transfer(run: TransferRun) -> dict:
 
 
 def _map(fn: Callable, items: Sequence, executor: Executor | None) -> list:
+    """``fn`` over ``items`` in order, here or on ``executor`` (the contract of ``ftkit.lab.sweep``).
+
+    ``sweep`` itself maps ``run_one`` over ``RunSpec``s, whose data are catalogue
+    data sets; the lab's runs are task halves and shifted tensors, so they keep
+    its executor contract (any process executor; several threads refused) here.
+    """
+    if isinstance(executor, ThreadPoolExecutor) and executor._max_workers > 1:
+        raise ValueError("a ThreadPoolExecutor with several threads shares torch's random number "
+                         "generator between runs: use a ProcessPoolExecutor or executor=None")
     return list(executor.map(fn, items)) if executor is not None else [fn(i) for i in items]
 
 

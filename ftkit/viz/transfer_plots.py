@@ -9,7 +9,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-__all__ = ["YOSINSKI_2014", "plot_lp_ft", "plot_surgical", "plot_yosinski"]
+from ftkit.data.catalogue import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["YOSINSKI_2014", "plot_lp_ft", "plot_shift_examples", "plot_surgical", "plot_yosinski"]
 
 # Yosinski et al. 2014, Fig. 2 (top-1 accuracy on ImageNet half B, layers 1..7; base 0.625).
 YOSINSKI_2014 = {
@@ -110,3 +112,28 @@ def plot_surgical(table: pd.DataFrame, ax: Axes | None = None, *, highlight: tup
     ax.set_title("Surgical fine-tuning: accuracy minus tuning all groups")
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
     return ax
+
+
+def plot_shift_examples(examples: dict, per_row: int = 8, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """One row of images per named ``TensorTask`` (e.g. clean, then each corruption); returns the Axes array.
+
+    Args:
+        examples: name -> ``ftkit.data.shifts.TensorTask`` (normalised images).
+        per_row: images shown per task (the first ones).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(examples), per_row, figsize=(per_row * 0.9, len(examples) * 1.0),
+                             squeeze=False)
+    m = np.asarray(mean).reshape(3, 1, 1)
+    s = np.asarray(std).reshape(3, 1, 1)
+    for row, (name, task) in zip(axes, examples.items()):
+        for j, ax in enumerate(row):
+            ax.set_axis_off()
+            if j < len(task):
+                img = np.clip(task.X[j].numpy() * s + m, 0, 1).transpose(1, 2, 0)
+                ax.imshow(img)
+                ax.set_title(task.classes[int(task.y[j])], fontsize=6)
+        row[0].text(-0.3, 0.5, name, transform=row[0].transAxes, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return axes

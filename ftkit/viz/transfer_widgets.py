@@ -47,9 +47,9 @@ class SurgicalWidget:
             self.text.value = f"running surgical fine-tuning under {html.escape(shift)}..."
             self.results[shift] = self.compute(shift)
         raw = surgical_table(self.results[shift], relative=False)
-        row = raw.index[0]
+        row = f"{shift} ({shift_level(shift)})"
         acc, full = float(raw.loc[row, block]), float(raw.loc[row, "all"])
-        fig = Figure(figsize=(7.5, 1.8))
+        fig = Figure(figsize=(7.5, 1.2 + 0.6 * len(raw)))
         plot_surgical(surgical_table(self.results[shift]), ax=fig.subplots(), highlight=(row, block))
         fig.tight_layout()
         buf = io.BytesIO()
