@@ -93,8 +93,8 @@ class Setting:
 
 
 FAST = Setting()
-FULL = Setting(n_per_class=500, val_per_class=100, test_per_class=1000, steps=400,
-               seeds=(0, 1, 2, 3), lr_grid=(1e-3, 3e-3, 1e-2))
+FULL = Setting(n_per_class=300, val_per_class=60, test_per_class=500, steps=300,
+               seeds=(0, 1, 2), lr_grid=(1e-3, 3e-3, 1e-2))
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,8 @@ def choose_lrs(templates: Sequence[TransferRun], setting: Setting, *,
     Every strategy (``TransferRun.key``) is trained once per grid value with the
     first seed and scored on images held out from the training images; ties go
     to the smaller LR. Returns ``{key: lr}`` and the full table (one row per
-    strategy and LR, ``chosen`` marked). A one-value grid chooses without training.
+    strategy and LR, ``chosen`` marked). A one-value grid chooses without training,
+    and so do strategies in which nothing learns (``train=()``).
     """
     keys = list(dict.fromkeys(t.key for t in templates))
     grid = sorted(setting.lr_grid)
@@ -291,12 +292,16 @@ def choose_lrs(templates: Sequence[TransferRun], setting: Setting, *,
     first = {}
     for t in templates:
         first.setdefault(t.key, t)
+    still = [k for k in keys if first[k].train == ()]          # nothing learns: no LR to choose
+    keys = [k for k in keys if k not in still]
     runs = [replace(first[k], lr=lr, seed=setting.seeds[0], split="val", ood=())
             for k in keys for lr in grid]
     rows = _map(run_transfer, runs, executor)
     table = pd.DataFrame([dict(strategy=r["strategy"], target=r["target"], n=r["n"], lr=r["lr"],
-                               val_acc=r["acc"]) for r in rows])
-    table["key"] = [k for k in keys for _ in grid]
+                               val_acc=r["acc"]) for r in rows]
+                         + [dict(strategy=k[0], target=k[1], n=k[2], lr=grid[0], val_acc=np.nan)
+                            for k in still])
+    table["key"] = [k for k in keys for _ in grid] + still
     ranked = table.sort_values(["val_acc", "lr"], ascending=[False, True], kind="stable")
     best = {k: float(lr) for k, lr in ranked.groupby("key", sort=False)["lr"].first().items()}
     table["chosen"] = [best[k] == lr for k, lr in zip(table.key, table.lr)]
