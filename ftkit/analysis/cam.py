@@ -24,7 +24,7 @@ from ftkit.analysis.depth import depth_layers
 from ftkit.core.runtime import restore_modes, save_modes
 from ftkit.core.torchutil import get_module
 
-__all__ = ["CAM_METHODS", "CamResult", "class_activation_maps"]
+__all__ = ["CAM_METHODS", "CamResult", "class_activation_maps", "share_inside"]
 
 CAM_METHODS = ("gradcam", "gradcampp", "layercam", "xgradcam")
 
@@ -90,3 +90,19 @@ def class_activation_maps(model: nn.Module, images: torch.Tensor, *, method: str
                          align_corners=False)[:, 0]
     peak = maps.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     return CamResult((maps / peak).cpu().numpy(), np.asarray(chosen), probs.cpu().numpy(), layer, method)
+
+
+def share_inside(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per image, the share of a map's total weight that falls inside a mask (e.g. the object's pixels).
+
+    Compare with the mask's own area share: a map that ignores the object scores about that.
+
+    Raises:
+        ValueError: maps and masks of different shapes.
+    """
+    maps, masks = np.asarray(maps, dtype=np.float64), np.asarray(masks, dtype=bool)
+    if maps.shape != masks.shape:
+        raise ValueError(f"maps {maps.shape} and masks {masks.shape} must have the same shape")
+    total = maps.reshape(len(maps), -1).sum(1)
+    inside = (maps * masks).reshape(len(maps), -1).sum(1)
+    return np.divide(inside, total, out=np.full_like(total, np.nan), where=total > 0)

@@ -39,7 +39,7 @@ from torch import nn
 from ftkit.core.runtime import restore_modes, save_modes
 from ftkit.core.torchutil import get_module
 
-__all__ = ["FeatureVis", "visualize_channels", "fourier_image", "random_transform"]
+__all__ = ["FeatureVis", "visualize_channels", "fourier_image", "random_transform", "pre_activation"]
 
 # Square root of the colour correlation of ImageNet pixels (lucid's color_correlation_svd_sqrt).
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -101,6 +101,22 @@ class FeatureVis:
     start_activation: np.ndarray
 
 
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.GELU, nn.Hardswish, nn.Sigmoid, nn.Tanh)
+
+
+def pre_activation(model: nn.Module, layer: str) -> str:
+    """The module just before ``layer``'s final activation, when ``layer`` ends with one.
+
+    A channel clipped at 0 by ReLU on the random start image has no gradient
+    and would never move; lucid's recipes optimise the pre-ReLU value for the
+    same reason. ``"features.18"`` (conv, BN, ReLU6) -> ``"features.18.1"``.
+    """
+    kids = list(get_module(model, layer).named_children())
+    if len(kids) >= 2 and isinstance(kids[-1][1], _ACTIVATIONS):
+        return f"{layer}.{kids[-2][0]}"
+    return layer
+
+
 class _Enough(Exception):
     """Raised once every target layer has run: the rest of the network is skipped."""
 
@@ -130,7 +146,7 @@ def _objective(model, x, targets):
 def visualize_channels(model: nn.Module, targets: Sequence[tuple[str, int]], *, size: int = 96,
                        steps: int = 128, lr: float = 0.05, mean: Sequence[float] = (0.485, 0.456, 0.406),
                        std: Sequence[float] = (0.229, 0.224, 0.225), seed: int = 0,
-                       transforms: bool = True) -> FeatureVis:
+                       transforms: bool = True, before_activation: bool = True) -> FeatureVis:
     """Optimise one image per ``(layer, channel)`` target, all in one batch.
 
     Args:
@@ -141,6 +157,9 @@ def visualize_channels(model: nn.Module, targets: Sequence[tuple[str, int]], *, 
         mean, std: the model's input normalisation (the image is made in [0, 1]).
         seed: initial coefficients and transform draws.
         transforms: False turns transformation robustness off (to see why it is there).
+        before_activation: maximise the value before the layer's final
+            activation (:func:`pre_activation`), so that channels at 0 can grow.
+            ``activation`` and ``start_activation`` are then that value too.
     """
     if not targets:
         raise ValueError("give at least one (layer, channel) target")
@@ -149,6 +168,7 @@ def visualize_channels(model: nn.Module, targets: Sequence[tuple[str, int]], *, 
         if c < 0:
             raise ValueError(f"channel must be >= 0, got {c} for {layer!r}")
     targets = [(str(layer), int(c)) for layer, c in targets]
+    hooked = [(pre_activation(model, layer) if before_activation else layer, c) for layer, c in targets]
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     param = fourier_image(len(targets), size, generator=g).to(device)
@@ -159,18 +179,18 @@ def visualize_channels(model: nn.Module, targets: Sequence[tuple[str, int]], *, 
     model.eval()
     try:
         with torch.no_grad():
-            start = _objective(model, (param() - m) / s, targets).cpu().numpy()
+            start = _objective(model, (param() - m) / s, hooked).cpu().numpy()
         for _ in range(steps):
             img = param()
             if transforms:
                 img = random_transform(img, g)
-            act = _objective(model, (img - m) / s, targets)
+            act = _objective(model, (img - m) / s, hooked)
             (grad,) = torch.autograd.grad(-act.sum(), [param.coeffs])
             param.coeffs.grad = grad
             opt.step()
         with torch.no_grad():
             final = param()
-            end = _objective(model, (final - m) / s, targets).cpu().numpy()
+            end = _objective(model, (final - m) / s, hooked).cpu().numpy()
     finally:
         restore_modes(modes)
     return FeatureVis(targets, final.permute(0, 2, 3, 1).cpu().numpy(), end, start)

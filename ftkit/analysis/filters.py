@@ -89,7 +89,10 @@ def _smoothness(k: np.ndarray) -> np.ndarray:
     msd = sum(d.sum(axis=(2, 3)) for d in diffs) / sum(d[0, 0].size for d in diffs)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = 1.0 - msd / (2.0 * var)
-    return np.nanmean(np.where(var > 0, s, np.nan), axis=1)
+    valid = var > 0                                          # a constant slice has no neighbour correlation
+    count = valid.sum(axis=1)
+    total = np.where(valid, s, 0.0).sum(axis=1)
+    return np.divide(total, count, out=np.full(len(k), np.nan), where=count > 0)
 
 
 def _low_freq_energy(k: np.ndarray, cutoff: float) -> np.ndarray:

@@ -57,13 +57,14 @@ def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> pd.Dat
     Returns:
         ``layer, depth, grad_norm, weight_norm, grad_to_weight``, input to output.
     """
-    weights = _weights(model)
-    saved_grads = {id(p): p.grad for _, p in weights}
+    _weights(model)  # fail early when there is nothing to measure
+    params = list(model.parameters())
+    saved_grads = [p.grad for p in params]
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     modes = save_modes(model)
     model.train()
     try:
-        for _, p in weights:
+        for p in params:
             p.grad = None
         F.cross_entropy(model(x), y).backward()
         return pd.DataFrame(_rows(model))
@@ -72,8 +73,8 @@ def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> pd.Dat
         with torch.no_grad():
             for n, b in model.named_buffers():
                 b.copy_(buffers[n])
-        for _, p in weights:
-            p.grad = saved_grads[id(p)]
+        for p, g in zip(params, saved_grads):
+            p.grad = g
 
 
 class GradientRecorder:

@@ -16,7 +16,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -61,8 +60,9 @@ class TopPatches:
     """The ``k`` images whose strongest unit in ``channel`` fires most, one patch each.
 
     Attributes:
-        patches: ``(k, 3, P, P)`` crops in the data set's (normalised) space;
-            outside the image is padded with zeros (the mean colour).
+        patches: ``(k, 3, P, P)`` crops in the data set's (normalised) space,
+            ``P = min(rf.size, image side)``; a window that would cross the
+            border is shifted inside the image.
         scores: the unit's activation, highest first.
         indices: the items of the data set the patches come from.
         centers: ``(k, 2)`` row, column of each patch's centre in the image.
@@ -111,13 +111,14 @@ def top_patches(model: nn.Module, data: Dataset, layer: str, channel: int, *, k:
     order = torch.argsort(scores, descending=True)[:k]
     size = data[0][0].shape[-1]
     rf = receptive_field(model, layer, size)
-    half = rf.size // 2
+    crop = min(rf.size, size)
     crops, centers = [], []
     for idx in order.tolist():
         img = data[idx][0]
         r, c = ((locs[idx].float() + 0.5) * rf.stride).long().tolist()
-        padded = F.pad(img, (half, half + 1, half, half + 1))
-        crops.append(padded[:, r:r + rf.size, c:c + rf.size])
+        # The window around the unit, shifted to lie inside the image (as a unit near the border sees padding).
+        top, left = (min(max(v - crop // 2, 0), size - crop) for v in (r, c))
+        crops.append(img[:, top:top + crop, left:left + crop])
         centers.append((r, c))
     return TopPatches(layer, channel, torch.stack(crops), scores[order].numpy(), order.numpy(),
                       np.asarray(centers), rf)

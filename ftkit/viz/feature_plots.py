@@ -110,8 +110,12 @@ def plot_feature_vis(vis, axes=None, *, labels: Sequence[str] | None = None):
 
 
 def plot_cams(images, cams: dict, *, mean: Sequence[float] = (0.485, 0.456, 0.406),
-              std: Sequence[float] = (0.229, 0.224, 0.225), class_names: Sequence[str] | None = None, axes=None):
-    """Rows: the images, then one row per CAM result (``name -> CamResult``) as a heat map over the image."""
+              std: Sequence[float] = (0.229, 0.224, 0.225), class_names: Sequence[str] | dict | None = None,
+              axes=None):
+    """Rows: the images, then one row per CAM result (``name -> CamResult``) as a heat map over the image.
+
+    ``class_names``: one list for every row, or a dict row name -> list; titles
+    give each map's class and its probability."""
     from ftkit.analysis.patches import to_rgb
 
     rgb = to_rgb(images, mean, std)
@@ -126,8 +130,8 @@ def plot_cams(images, cams: dict, *, mean: Sequence[float] = (0.485, 0.456, 0.40
         for j, img in enumerate(rgb):
             axes[i, j].imshow(img.mean(-1), cmap="gray")
             axes[i, j].imshow(cam.maps[j], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            label = class_names[cam.classes[j]] if class_names is not None and cam.classes[j] < len(class_names) \
-                else str(cam.classes[j])
+            names = class_names.get(name) if isinstance(class_names, dict) else class_names
+            label = names[cam.classes[j]][:12] if names is not None else str(cam.classes[j])
             axes[i, j].set_title(f"{label} {cam.probs[j]:.2f}", fontsize=7, pad=2)
         axes[i, 0].set_ylabel(name, fontsize=8)
     for ax in axes.ravel():
