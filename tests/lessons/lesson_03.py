@@ -27,7 +27,7 @@ def check_03(r: dict) -> None:
     # Feature visualisation raised every target channel.
     assert all(e > s for s, e in zip(r["featviz"]["start"], r["featviz"]["end"])), r["featviz"]
     # Receptive fields grow with depth.
-    rf = list(r["receptive_fields"].values())
+    rf = [row["size"] for row in sorted(r["receptive_fields"], key=lambda row: row["depth"])]
     assert rf == sorted(rf) and rf[0] < rf[-1], rf
 
 
