@@ -18,8 +18,8 @@ Olah, Mordvintsev & Schubert, "Feature Visualization", Distill 2017
 lucid (TensorFlow, ``lucid/optvis/param/spatial.py``, ``color.py``,
 ``transform.py``) and its PyTorch port torch-lucent 0.1.8, whose colour
 matrix and transform schedule are used here. torch-lucent itself was not made
-a dependency: its last release (2021) pins kornia 0.4.1 and pulls coveralls
-and pytest-mock at run time (it did run with torch 2.14; see notes/h9.md).
+a dependency: its last release (0.1.8) requires kornia<=0.4.1 (2020) and pulls pytest,
+pytest-mock, coverage and coveralls at run time (it did run with torch 2.14; see notes/h9.md).
 
 >>> vis = visualize_channels(model, [("features.1", 3), ("features.13", 7)], size=96)  # doctest: +SKIP
 >>> vis.images.shape                                                                # doctest: +SKIP
