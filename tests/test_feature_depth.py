@@ -9,7 +9,7 @@ from torch import nn
 from ftkit.analysis.activations import activation_maps, capture_outputs
 from ftkit.analysis.cam import CAM_METHODS, class_activation_maps, share_inside
 from ftkit.analysis.depth import depth_layers, pick_depths
-from ftkit.analysis.featviz import fourier_image, pre_activation, visualize_channels
+from ftkit.analysis.featviz import FourierImage, pre_activation, visualize_channels
 from ftkit.analysis.filters import filter_images, filter_structure, first_layer_filters, structure_summary
 from ftkit.analysis.patches import receptive_field, to_rgb, top_patches
 
@@ -115,7 +115,7 @@ def test_top_patches_find_the_bright_spot_and_crop_to_the_field():
 # ---------------------------------------------------------------- feature visualisation
 
 def test_fourier_image_range_and_shape():
-    img = fourier_image(2, 12, generator=torch.Generator().manual_seed(0))()
+    img = FourierImage(2, 12, generator=torch.Generator().manual_seed(0))()
     assert img.shape == (2, 3, 12, 12) and img.min() >= 0 and img.max() <= 1
 
 

@@ -39,14 +39,14 @@ from torch import nn
 from ftkit.core.runtime import restore_modes, save_modes
 from ftkit.core.torchutil import get_module
 
-__all__ = ["FeatureVis", "visualize_channels", "fourier_image", "random_transform", "pre_activation"]
+__all__ = ["FeatureVis", "visualize_channels", "FourierImage", "random_transform", "pre_activation"]
 
 # Square root of the colour correlation of ImageNet pixels (lucid's color_correlation_svd_sqrt).
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 _COLOR = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 
-class fourier_image(nn.Module):  # noqa: N801 -- reads as the function it stands for
+class FourierImage(nn.Module):
     """``n`` images ``(n, 3, size, size)`` in [0, 1], parametrised by scaled Fourier coefficients.
 
     Args:
@@ -171,7 +171,7 @@ def visualize_channels(model: nn.Module, targets: Sequence[tuple[str, int]], *, 
     hooked = [(pre_activation(model, layer) if before_activation else layer, c) for layer, c in targets]
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    param = fourier_image(len(targets), size, generator=g).to(device)
+    param = FourierImage(len(targets), size, generator=g).to(device)
     m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     opt = torch.optim.Adam(param.parameters(), lr=lr)

@@ -17,7 +17,7 @@ registration order; biases and norm parameters are left out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -134,9 +134,3 @@ def bottom_top_ratio(table: pd.DataFrame, *, bottom: int = 0, top: int = -1) -> 
     top_norm = float(rows.grad_norm.iloc[top])
     return float(rows.grad_norm.iloc[bottom]) / top_norm if top_norm > 0 else float("nan")
 
-
-def gradient_table(flows: dict[str, GradientFlow], *, layers: Sequence[int] | None = None) -> pd.DataFrame:
-    """Initial gradient norm per depth (rows) for several networks (columns)."""
-    cols = {name: f.init.set_index("depth").grad_norm for name, f in flows.items()}
-    table = pd.DataFrame(cols)
-    return table if layers is None else table.loc[list(layers)]
