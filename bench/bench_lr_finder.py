@@ -77,7 +77,8 @@ class PeakRSS:
 def run_ftkit(model, opt, loader, args):
     result = lr_find(model, loader, optimizer=opt, criterion=nn.CrossEntropyLoss(),
                      start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter,
-                     diverge_factor=None, device=args.device)
+                     diverge_factor=None, device=args.device,
+                     amp=False)  # fp32 like torch-lr-finder: the same work on both sides
     return len(result.lrs), result.snapshot_bytes
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftkit.data.catalogue import IMAGENET_MEAN, IMAGENET_STD
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.data.shifts import (
     CORRUPTIONS,
     SHIFTS,

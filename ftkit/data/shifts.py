@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ftkit.data.catalogue import IMAGENET_MEAN, IMAGENET_STD, load_dataset
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ftkit.data.catalogue import load_dataset
 from ftkit.data.sources import FASHION_CLASSES
 
 __all__ = [

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ftkit.data.catalogue import IMAGENET_MEAN, IMAGENET_STD
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "BLOCK_NAMES", "SOURCE_NET_NAME", "WEIGHTS_DIR", "SmallCNN", "load_source_net",

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from ftkit.data.catalogue import IMAGENET_MEAN, IMAGENET_STD
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["YOSINSKI_2014", "plot_lp_ft", "plot_shift_examples", "plot_surgical", "plot_yosinski"]
 
