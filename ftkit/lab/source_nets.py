@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ftkit.core.torchutil import atomic_path, seed_everything
+from ftkit.core.state import seeded
+from ftkit.core.torchutil import atomic_path
 from ftkit.data.shifts import TensorTask, fashion_task, subpopulation_task
 from ftkit.lab.tensor_fit import accuracy, fit_tensors
 from ftkit.models.smallcnn import DEFAULT_WIDTHS, MANIFEST, SmallCNN, file_sha256
@@ -54,8 +55,8 @@ def train_source_net(prefix: str, seed: int, recipe: SourceRecipe = SourceRecipe
         raise ValueError(f"prefix must be one of {sorted(SOURCE_TASKS)}, got {prefix!r}")
     train = source_data(prefix, "train", recipe.n_per_class)     # same images for every seed
     test = source_data(prefix, "test", None)
-    seed_everything(seed, cuda=False)
-    model = SmallCNN(train.num_classes, recipe.widths)
+    with seeded(seed):                                          # the caller's RNG state comes back
+        model = SmallCNN(train.num_classes, recipe.widths)
     steps = recipe.epochs * -(-len(train) // recipe.batch_size)
     t0 = time.perf_counter()
     losses = fit_tensors(model, train, lr=recipe.lr, steps=steps, seed=seed,

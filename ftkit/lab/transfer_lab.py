@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ftkit.core.torchutil import seed_everything
+from ftkit.core.state import seeded
 from ftkit.data.shifts import (
     CORRUPTIONS,
     TensorTask,
@@ -149,8 +149,8 @@ class TransferRun:
 # ---------------------------------------------------------------- one run
 
 def _build(run: TransferRun, num_classes: int) -> SmallCNN:
-    seed_everything(run.seed, cuda=False)
-    model = SmallCNN(num_classes)
+    with seeded(run.seed):
+        model = SmallCNN(num_classes)
     if run.source is not None:
         src = load_source_net(f"{run.source}{run.seed % 2}").model
         names = [*BLOCK_NAMES[:run.copy], *(["head"] if run.keep_head else [])]
