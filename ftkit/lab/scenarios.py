@@ -208,6 +208,9 @@ class ScenarioResult:
     rule: str = RULE
     wall_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.config = json.loads(json.dumps(self.config))  # plain lists, as it comes back from a JSON file
+
     # ------------------------------------------------------------ tables
     def summary(self) -> pd.DataFrame:
         """Per cell and strategy: acc_mean, acc_std, acc_sem (std / sqrt(seeds)), seeds, lr, time_s_mean."""
