@@ -16,7 +16,7 @@ from ftkit.lab.scenarios import ScenarioConfig, run_scenarios
 PRESETS = {
     # what fits a shared 2-core CPU in well under an hour
     "medium": ScenarioConfig(sizes=(5, 20), image_size=32, val_per_class=20, batch_size=16, epochs=3,
-                             min_steps=20, max_steps=40, lr_grid=(1e-3, 1e-2), similarity_per_class=20),
+                             min_steps=20, max_steps=20, lr_grid=(1e-3, 1e-2), similarity_per_class=20),
     # the grid: 5, 20, 100, 500 per class, 64 px, 3 seeds (hours on a CPU)
     "full": ScenarioConfig(),
 }
