@@ -32,11 +32,13 @@ def test_check_lists_problems(tmp_path):
 def test_cross_validation_and_saving(folder, tmp_path):
     probe, disc = scenario_strategies(["linear_probe", "discriminative"],
                                       train=TrainSpec(lr=1e-2, max_steps=2, batch_size=4, device="cpu"))
-    df = cross_validate_strategies([probe, "features"], folder, k=2, image_size=32)
-    assert sorted(df["strategy"].unique()) == ["features", "linear_probe"] and len(df) == 4
+    df = cross_validate_strategies([probe, disc, "features"], folder, k=2, image_size=32)
+    assert sorted(df["strategy"].unique()) == ["discriminative", "features", "linear_probe"] and len(df) == 6
     assert df["val_acc"].between(0, 1).all()
-    with pytest.raises(ValueError, match="discriminative"):
-        cross_validate_strategies([disc], folder, k=2, image_size=32)
+    sizes = df.groupby("strategy")["n_val"].apply(list)
+    assert sizes["features"] == sizes["linear_probe"] == sizes["discriminative"]   # the same folds
+    with pytest.raises(TypeError, match="Strategy objects"):
+        cross_validate_strategies([3], folder, k=2, image_size=32)
     info = train_and_save(probe, folder, tmp_path / "model", image_size=32, report={"advice": "probe it"})
     assert (tmp_path / "model" / "model.pt").exists()
     assert json.loads((tmp_path / "model" / "report.json").read_text())["test_acc"] == info["test_acc"]

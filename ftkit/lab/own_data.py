@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,9 +28,10 @@ import pandas as pd
 
 from ftkit.analysis.features import extract_features, fit_feature_classifier
 from ftkit.data.catalogue import load_dataset
-from ftkit.lab.crossval import cross_validate, kfold_indices
+from ftkit.lab.crossval import cross_validate
 from ftkit.lab.runs import build_model
-from ftkit.lab.specs import Strategy
+from ftkit.lab.specs import DataSpec, Strategy, kfold_indices
+from ftkit.lr.groups import param_groups
 from ftkit.models.zoo import load_backbone
 from ftkit.training.loop import evaluate, fit
 
@@ -126,7 +128,7 @@ def _features_cv(backbone: str, data, k: int, seed: int) -> pd.DataFrame:
     bb = load_backbone(backbone)
     X, y = extract_features(bb.model, data, device="cpu").xy
     rows = []
-    for fold, (tr, va) in enumerate(kfold_indices(data, k, seed=seed)):
+    for fold, (tr, va) in enumerate(kfold_indices(data, k, seed=seed)):  # the folds DataSpec(fold=) uses
         t0 = time.perf_counter()
         clf = fit_feature_classifier((X[tr], y[tr]), "logistic")
         rows.append({"fold": fold, "n_train": len(tr), "n_val": len(va), "val_loss": float("nan"),
@@ -135,34 +137,30 @@ def _features_cv(backbone: str, data, k: int, seed: int) -> pd.DataFrame:
 
 
 def cross_validate_strategies(strategies: Sequence[Strategy | str], folder: str | os.PathLike, *,
-                              backbone: str = "mobilenet_v2", k: int = 3, seed: int = 0,
-                              image_size: int = 64) -> pd.DataFrame:
-    """k-fold cross-validation of each strategy on the folder's training images (same folds for all).
+                              backbone: str = "mobilenet_v2", k: int = 3, seed: int = 0, image_size: int = 64,
+                              executor: Executor | None = None) -> pd.DataFrame:
+    """k-fold cross-validation of each strategy on the folder's training images (the same folds for all).
 
     Args:
-        strategies: ``Strategy`` objects (trained with ``cross_validate``, their ``TrainSpec`` as fit's
-            settings) or the string "features" (feature vectors + logistic regression on the same folds).
-            Discriminative LRs (``Strategy.groups``) need the model before the optimizer: ``cross_validate``
-            cannot take them, so they are refused.
+        strategies: ``Strategy`` objects (``ftkit.lab.crossval.cross_validate`` on run specs: each fold
+            one ``RunSpec``, discriminative LRs included) or the string "features" (feature vectors +
+            logistic regression on the same folds).
         folder: the image folder.
-        k: folds.
+        k: folds; ``seed`` chooses them (and every run's initialisation and batches).
+        executor: see :func:`ftkit.lab.sweep.sweep`.
 
     Returns:
         One row per (strategy, fold): strategy, fold, n_train, n_val, val_acc, time_s.
     """
     bb = load_backbone(backbone)
     data = load_dataset(Path(folder), "train", image_size=image_size, mean=bb.mean, std=bb.std)
+    spec = DataSpec(os.fspath(Path(folder).resolve()), image_size=image_size, subset_seed=seed)
     frames = []
     for s in strategies:
         if s == "features":
             df, name = _features_cv(backbone, data, k, seed), "features"
         elif isinstance(s, Strategy):
-            if s.groups is not None:
-                raise ValueError(f"{s.name!r} uses discriminative LRs, which cross_validate() cannot set up; "
-                                 "compare it with ftkit.lab.race on a held-out split instead")
-            df = cross_validate(lambda s=s: build_model(s, len(data.classes)), data, k, seed=seed,
-                                progress=False, **s.train.fit_kwargs())
-            name = s.name
+            df, name = cross_validate(s, spec, k, seed=seed, executor=executor, progress=False).folds, s.name
         else:
             raise TypeError(f"strategies are Strategy objects or 'features', not {s!r}")
         frames.append(df.assign(strategy=name))
@@ -184,13 +182,15 @@ def train_and_save(strategy: Strategy, folder: str | os.PathLike, out_dir: str |
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"{out} already exists: give a new folder (nothing is overwritten)")
-    if strategy.groups is not None:
-        raise ValueError(f"{strategy.name!r} uses discriminative LRs: train it with ftkit.lab.runs.run_one")
     bb = load_backbone(strategy.model.backbone)
     kw = dict(image_size=image_size, mean=bb.mean, std=bb.std)
     train, test = load_dataset(Path(folder), "train", **kw), load_dataset(Path(folder), "test", **kw)
     model = build_model(strategy, len(train.classes), seed=seed)
-    history = fit(model, train, None, seed=seed, progress=False, **strategy.train.fit_kwargs())
+    groups = None
+    if strategy.groups is not None:
+        g = strategy.groups
+        groups = param_groups(model, strategy.train.lr, head_mult=g.head_mult, lr_range=g.lr_range, decay=g.decay)
+    history = fit(model, train, None, strategy.train, seed=seed, progress=False, param_groups=groups)
     scores = evaluate(model, test)
     info = {"strategy": strategy.name, "description": strategy.description, "test_acc": float(scores["acc"]),
             "test_images": len(test), "train_images": len(train), "classes": list(train.classes),
