@@ -306,6 +306,15 @@ class ScenarioResult:
             return cls.from_json_dict(json.load(f))
 
 
+def _sub(out, *parts: str):
+    """A sub-folder of ``out`` for one sweep (None stays None); a path's separators are replaced."""
+    if out is None:
+        return None
+    from pathlib import Path
+
+    return Path(out).joinpath(*(p.replace("/", "_").replace("\\", "_") for p in parts))
+
+
 def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Executor | None = None, out=None,
                   resume: bool = False, progress: bool = False) -> ScenarioResult:
     """Measure the grid of ``config``: similarity per data set, LRs by the rule, every run, feature classifiers.
@@ -313,7 +322,7 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
     Args:
         config: the grid and everything it holds fixed.
         executor, out, resume, progress: see :func:`ftkit.lab.sweep.sweep` (the LR choice
-            and the grid both go through it; ``out`` holds both, keyed by spec).
+            and the grid both go through it: ``out/lr/<dataset>`` and ``out/grid`` hold their records).
     """
     t0 = time.perf_counter()
     trained = [s for s in config.strategies if s in TRAINED]
@@ -339,7 +348,7 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
                                                                                                num_classes)))
             choice = choose_lrs(base, DataSpec(ds, n_per_class=lr_n, image_size=config.image_size),
                                 config.lr_grid, seeds=config.lr_seeds, holdout_frac=config.holdout_frac,
-                                executor=executor, out=out, resume=resume, progress=progress)
+                                executor=executor, out=_sub(out, "lr", ds), resume=resume, progress=progress)
             lrs[ds], lr_tables[ds] = choice.lrs, choice.summary
         for n in sizes:
             cells.append((ds, n))
@@ -356,7 +365,8 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
         raise ValueError(f"no cell of the grid can be measured: {skipped}")
     rows = []
     if specs:
-        for spec, rec in zip(specs, sweep(specs, executor=executor, out=out, resume=resume, progress=progress)):
+        for spec, rec in zip(specs, sweep(specs, executor=executor, out=_sub(out, "grid"), resume=resume,
+                                                    progress=progress)):
             rows.append({"dataset": spec.data.name, "n_per_class": spec.data.n_per_class,
                          "strategy": spec.strategy.name, "seed": spec.seed, "acc": rec.final_acc, "lr": rec.lr,
                          "steps": rec.steps, "time_s": rec.time_s, "stopped_reason": rec.stopped_reason})
