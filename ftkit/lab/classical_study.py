@@ -50,8 +50,8 @@ def classical_vs_finetune(data: str, sizes: Sequence[int], *, train: TrainSpec, 
         ``(table, study)``: ``table`` has one row per (n_per_class, seed, method)
         with family ("feature vectors", "network, frozen body", "network,
         fine-tuned"), acc, time_s (feature vectors: extraction of the training
-        images + the classifier's fit; networks: the training run, its
-        per-epoch evaluations included), lr (networks only), extract_s and
+        images + the classifier's fit; networks: the training steps, their
+        evaluations left out), lr (networks only), extract_s and
         cached_s (feature vectors only: the timed extraction, and the same
         extraction read from the cache); ``study`` is
         the networks' :class:`~ftkit.lab.fair.Study` (with the LR table).
@@ -64,7 +64,8 @@ def classical_vs_finetune(data: str, sizes: Sequence[int], *, train: TrainSpec, 
                       subset_seed=subset_seed) for n in sizes]
     study = fair_sweep(_networks(networks, train, backbone), datas, seeds=seeds, lr_grid=lr_grid,
                        lr_seeds=lr_seeds, executor=executor, out=out, progress=progress)
-    nets = study.runs.rename(columns={"strategy": "method", "final_acc": "acc"})
+    nets = study.runs.drop(columns="time_s").rename(columns={"strategy": "method", "final_acc": "acc",
+                                                              "train_s": "time_s"})
     nets = nets.assign(family=[FAMILY[m] for m in nets["method"]])
     cols = ["data", "n_per_class", "seed", "family", "method", "acc", "time_s", "lr"]
     table = pd.concat([feats[cols + ["extract_s", "cached_s"]], nets[cols]], ignore_index=True)

@@ -228,9 +228,9 @@ def network_folds(strategy: Strategy, data: DataSpec, *, k: int = 3, seed: int =
         return build_model(strategy, num_classes, seed=seed)
 
     kw = strategy.train.fit_kwargs()
-    folds = cross_validate(make_model, train, k=k, seed=seed, **kw)
+    folds = cross_validate(make_model, train, k=k, seed=seed, progress=False, **kw)
     model = make_model()
-    fit(model, train, None, seed=seed, **kw)
+    fit(model, train, None, seed=seed, progress=False, **kw)
     if strategy.train.precise_bn:  # as the folds' evaluations did
         recompute_bn_stats(model, train, batch_size=2 * strategy.train.batch_size)
     deployed = float(evaluate(model, test, device=strategy.train.device)["acc"])

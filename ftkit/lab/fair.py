@@ -34,7 +34,8 @@ class Study:
 
     Attributes:
         runs: one row per run: data, n_per_class, strategy, seed, lr, final_acc,
-            start_acc, steps, time_s, body_drift, stopped_reason.
+            start_acc, steps, time_s (the training run, evaluations included),
+            train_s (the same without its evaluations), body_drift, stopped_reason.
         lr_table: one row per (data, n_per_class, strategy, lr): held-out
             accuracy mean/std over the selection seeds and ``chosen``.
         rule: how the LRs were chosen, in words.
@@ -89,7 +90,7 @@ def fair_sweep(strategies: Sequence[Strategy], datas: Sequence[DataSpec], *, see
         specs += [RunSpec(s, data, seed) for s in choice.apply(strategies) for seed in seeds]
     records = sweep(specs, executor=executor, out=out, resume=resume, progress=progress)
     rows = [{**r.labels, "lr": r.lr, "final_acc": r.final_acc, "start_acc": r.start_acc, "steps": r.steps,
-             "time_s": r.time_s, "body_drift": r.body_drift, "stopped_reason": r.stopped_reason}
+             "time_s": r.time_s, "train_s": float(r.curve[-1]["elapsed_s"]), "body_drift": r.body_drift, "stopped_reason": r.stopped_reason}
             for r in records]
     lr_table = pd.concat(lr_rows, ignore_index=True)
     lr_table = lr_table[["data", "n_per_class"] + [c for c in lr_table.columns if c not in ("data", "n_per_class")]]
