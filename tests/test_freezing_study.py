@@ -69,3 +69,20 @@ def test_summarise_names_missing_columns():
 
     with pytest.raises(KeyError, match="not in the runs table"):
         summarise(pd.DataFrame({"a": [1]}), ["k"])
+
+
+def test_freeze_verdicts_check_the_course_cell_by_cell():
+    import pandas as pd
+
+    from ftkit.lab.freezing import freeze_verdicts
+
+    k = [0, 2, 9, -1]
+    s = pd.DataFrame({"data": ["a"] * 8, "n_per_class": [10] * 4 + [50] * 4, "k": k * 2,
+                      "mean": [0.8, 0.7, 0.5, 0.2, 0.9, 0.92, 0.6, 0.5], "std": [0.02] * 8})
+    v = freeze_verdicts(s, top=9).set_index("n_per_class")
+    # Little data: the course says head only (k=9): 0.5 against the best 0.8 -> disagrees.
+    assert v.loc[10, "advised"] == "head only" and v.loc[10, "best_k"] == 0 and not v.loc[10, "agrees"]
+    # More data: "freeze the first few" (best k in 1..4 is 2) is the best -> agrees.
+    assert v.loc[50, "advised_k"] == 2 and v.loc[50, "agrees"] and v.loc[50, "scratch_mean"] == 0.5
+    with pytest.raises(ValueError, match="no k between"):
+        freeze_verdicts(s[s["k"] != 2], top=9)

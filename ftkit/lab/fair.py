@@ -90,7 +90,8 @@ def fair_sweep(strategies: Sequence[Strategy], datas: Sequence[DataSpec], *, see
         specs += [RunSpec(s, data, seed) for s in choice.apply(strategies) for seed in seeds]
     records = sweep(specs, executor=executor, out=out, resume=resume, progress=progress)
     rows = [{**r.labels, "lr": r.lr, "final_acc": r.final_acc, "start_acc": r.start_acc, "steps": r.steps,
-             "time_s": r.time_s, "train_s": float(r.curve[-1]["elapsed_s"]), "body_drift": r.body_drift, "stopped_reason": r.stopped_reason}
+             "time_s": r.time_s, "train_s": float(r.curve[-1]["elapsed_s"]), "body_drift": r.body_drift,
+             "stopped_reason": r.stopped_reason}
             for r in records]
     lr_table = pd.concat(lr_rows, ignore_index=True)
     lr_table = lr_table[["data", "n_per_class"] + [c for c in lr_table.columns if c not in ("data", "n_per_class")]]
