@@ -46,6 +46,9 @@ def classical_vs_finetune(data: str, sizes: Sequence[int], *, train: TrainSpec, 
                           progress: bool = False) -> tuple[pd.DataFrame, Study]:
     """Feature vectors + classifiers vs networks trained on the images, per data size.
 
+    The feature vectors are extracted on ``train.device`` (the CPU when it is "auto":
+    the course's claim is about CPUs); the networks train where ``train`` says.
+
     Returns:
         ``(table, study)``: ``table`` has one row per (n_per_class, seed, method)
         with family ("feature vectors", "network, frozen body", "network,
