@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import sys
 import time
+from pathlib import Path
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -44,13 +46,26 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ftkit.lab.folders import write_race
+    from ftkit.lab.executors import dask_executor
+    from ftkit.lab.folders import RunFolderError, check_writable, create_run_dir, write_race
     from ftkit.lab.race import STRATEGIES, make_strategies, race
     from ftkit.lab.specs import DataSpec
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         print(f"error: unknown strategy {unknown}; choose from {list(STRATEGIES)}", file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 1:
+        print(f"error: --workers must be at least 1, not {args.workers}", file=sys.stderr)
+        return 2
+    if args.resume is not None and not (Path(args.resume) / "records").is_dir():
+        print(f"error: {args.resume} is not a run folder with records to resume; pass the folder an "
+              "interrupted `ftkit demo` printed (runs/demo-...)", file=sys.stderr)
+        return 2
+    try:
+        check_writable(args.resume or args.out)  # now, not after the whole race
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     data = DataSpec(args.data, n_per_class=args.n_per_class, image_size=args.image_size,
@@ -62,7 +77,18 @@ def _demo(args: argparse.Namespace) -> int:
           f"{len(train.classes)} classes, {args.image_size}px), {args.epochs} epochs, seeds {args.seeds}")
     for s in strategies:
         print(f"  {s.name:<15} lr={s.lr:<8g} {s.description}")
-    result = race(strategies, data, seeds=args.seeds, progress=not args.quiet)
+    # Claimed now, filled as runs finish: an interrupted demo loses nothing (--resume FOLDER).
+    folder = Path(args.resume) if args.resume else create_run_dir(args.out, "demo")
+    print(f"  finished runs are recorded in {folder} as they complete (--resume {folder} finishes an "
+          "interrupted demo)")
+    if args.scheduler or args.workers:
+        print(f"  runs on {args.scheduler or f'a local Dask cluster of {args.workers} worker processes'}")
+        cluster = dask_executor(args.scheduler, workers=args.workers)
+    else:
+        cluster = contextlib.nullcontext(None)
+    with cluster as executor:
+        result = race(strategies, data, seeds=args.seeds, executor=executor, out=folder,
+                      resume=args.resume is not None, progress=not args.quiet)
     summary = result.summary()
     table = summary.assign(
         lr=[f"{v:g}" for v in summary.lr],
@@ -74,7 +100,7 @@ def _demo(args: argparse.Namespace) -> int:
     for r in result.runs[result.runs["stopped_reason"].notna()].itertuples():
         print(f"  note: {r.strategy} (seed {r.seed}) stopped early: {r.stopped_reason}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    folder = write_race(result, args.out, prefix="demo")
+    write_race(result, folder=folder)
     means = dict(zip(summary.strategy, summary.final_acc_mean))
     if "finetune" in means and "scratch" in means:
         gap = means["finetune"] - means["scratch"]
@@ -100,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     demo.add_argument("--strategies", nargs="+", default=["scratch", "linear_probe", "finetune"])
     demo.add_argument("--out", default="runs", help="folder for run folders (never overwritten)")
+    demo.add_argument("--resume", metavar="RUN_FOLDER", default=None,
+                      help="finish an interrupted demo: reuse the runs recorded in this run folder, run the rest")
+    where = demo.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run the runs on a Dask cluster (e.g. tcp://10.0.0.5:8786)")
+    where.add_argument("--workers", type=int, default=None,
+                       help="run the runs on a local Dask cluster of N worker processes (1 thread each)")
     demo.add_argument("--no-precise-bn", dest="precise_bn", action="store_false",
                       help="evaluate with BatchNorm's moving averages instead of statistics recomputed "
                            "for the current weights (shows why scratch collapses to one class)")
