@@ -25,6 +25,7 @@ vectors), so hundreds of repeats cost seconds on a CPU.
 """
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -34,11 +35,9 @@ import pandas as pd
 from ftkit.analysis.features import Features, extract_features, fit_feature_classifier
 from ftkit.data.catalogue import load_dataset
 from ftkit.lab.crossval import cross_validate, kfold_indices
-from ftkit.lab.runs import build_model
-from ftkit.lab.specs import DataSpec, Strategy
-from ftkit.models.bn_stats import recompute_bn_stats
+from ftkit.lab.runs import run_one
+from ftkit.lab.specs import DataSpec, RunSpec, Strategy
 from ftkit.models.zoo import load_backbone
-from ftkit.training.loop import evaluate, fit
 
 __all__ = ["Pool", "pool_features", "single_split", "split_spread", "lr_by_cv", "fold_balance", "network_folds",
            "spread_summary"]
@@ -209,29 +208,21 @@ def fold_balance(pool: Pool, *, k: int = 5, repeats: int = 20, kind: str = "logi
     return pd.DataFrame(rows)
 
 
-def network_folds(strategy: Strategy, data: DataSpec, *, k: int = 3, seed: int = 0) -> tuple[pd.DataFrame, float]:
+def network_folds(strategy: Strategy, data: DataSpec, *, k: int = 3, seed: int = 0,
+                  executor: Executor | None = None) -> tuple[pd.DataFrame, float]:
     """Cross-validate a real network (``strategy`` on ``data``'s training images) and train it once on all of them.
 
+    Each fold is a run spec (``DataSpec.fold``) run by :func:`ftkit.lab.crossval.cross_validate`;
+    the deployed model is the same strategy run on every training image and
+    scored on ``data``'s validation split (the test images).
+
     Returns:
-        ``(folds, deployed_acc)``: the fold table of
-        :func:`ftkit.lab.crossval.cross_validate` (one row per fold: val_acc...)
-        and the test accuracy of the same recipe trained on every training image.
+        ``(folds, deployed_acc)``: the fold table (one row per fold: fold,
+        n_train, n_val, val_loss, val_acc, time_s) and the deployed model's test accuracy.
     """
-    if data.holdout_frac:
-        raise ValueError("network_folds splits the training images itself: give a DataSpec with holdout_frac=0")
-    bb_name = strategy.model.backbone
-    bb = load_backbone(bb_name, pretrained=False)
-    train, test = data.load(mean=bb.mean, std=bb.std)
-    num_classes = len(train.classes)
-
-    def make_model():
-        return build_model(strategy, num_classes, seed=seed)
-
-    kw = strategy.train.fit_kwargs()
-    folds = cross_validate(make_model, train, k=k, seed=seed, progress=False, **kw)
-    model = make_model()
-    fit(model, train, None, seed=seed, progress=False, **kw)
-    if strategy.train.precise_bn:  # as the folds' evaluations did
-        recompute_bn_stats(model, train, batch_size=2 * strategy.train.batch_size)
-    deployed = float(evaluate(model, test, device=strategy.train.device)["acc"])
-    return folds, deployed
+    if data.holdout_frac or data.fold is not None:
+        raise ValueError("network_folds splits the training images itself: give a DataSpec without holdout_frac "
+                         "or fold")
+    cv = cross_validate(strategy, data, k, seed=seed, executor=executor, progress=False)
+    deployed = run_one(RunSpec(strategy, data, seed)).final_acc
+    return cv.folds, float(deployed)
