@@ -9,7 +9,7 @@ def check_06(r: dict) -> None:
     largest = max(r["ratio"], key=lambda row: row["n_per_class"])
     # The course's claim, measured: feature vectors + logistic regression cost less than fine-tuning, and
     # far less once there are a few dozen images per class (wall times, so only a loose margin).
-    assert largest["times_longer"] > 3.0, largest
+    assert largest["times_longer"] > 2.5, largest  # measured 4.5 at 20 images per class (fast settings)
     for ratio in r["ratio"]:
         n = ratio["n_per_class"]
         assert ratio["times_longer"] > 1.0, ratio
