@@ -50,6 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ftkit.lab.folders import RunFolderError, check_writable, create_run_dir, write_race
     from ftkit.lab.race import STRATEGIES, make_strategies, race
     from ftkit.lab.specs import DataSpec
+    from ftkit.viz.plots import save_race_figure
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
@@ -100,7 +101,7 @@ def _demo(args: argparse.Namespace) -> int:
     for r in result.runs[result.runs["stopped_reason"].notna()].itertuples():
         print(f"  note: {r.strategy} (seed {r.seed}) stopped early: {r.stopped_reason}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    write_race(result, folder=folder)
+    write_race(result, folder=folder, draw=save_race_figure)
     means = dict(zip(summary.strategy, summary.final_acc_mean))
     if "finetune" in means and "scratch" in means:
         gap = means["finetune"] - means["scratch"]

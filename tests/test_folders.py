@@ -10,6 +10,7 @@ import pytest
 import ftkit.lab.folders as folders
 from ftkit.lab.folders import RACE_FILES, RunFolderError, atomic_file, check_writable, create_run_dir, write_race
 from ftkit.lab.race import RaceResult
+from ftkit.viz.plots import save_race_figure
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_a_name_taken_between_claim_and_rename_loses_nothing(result, tmp_path, f
         return real_rename(src, dst)
 
     monkeypatch.setattr(folders.os, "rename", rename_after_someone_writes_there)
-    out = write_race(result, tmp_path, prefix="demo")
+    out = write_race(result, tmp_path, prefix="demo", draw=save_race_figure)
     assert out.name == "demo-20261129-101500-2"
     assert {p.name for p in out.iterdir()} == set(RACE_FILES)
     taken = folders.Path(intruder[0])
@@ -87,7 +88,7 @@ def test_a_name_taken_between_claim_and_rename_loses_nothing(result, tmp_path, f
 def test_run_folders_and_files_follow_the_umask(result, tmp_path):
     old = os.umask(0o022)
     try:
-        out = write_race(result, tmp_path, prefix="demo")
+        out = write_race(result, tmp_path, prefix="demo", draw=save_race_figure)
         claimed = create_run_dir(tmp_path, "sweep")
     finally:
         os.umask(old)
@@ -100,7 +101,7 @@ def test_writing_into_an_existing_run_folder_adds_files_and_removes_nothing(resu
     run = create_run_dir(tmp_path, "sweep")
     (run / "records").mkdir()
     (run / "records" / "abc.json").write_text("{}")
-    assert write_race(result, folder=run) == run
+    assert write_race(result, folder=run, draw=save_race_figure) == run
     assert {p.name for p in run.iterdir()} == set(RACE_FILES) | {"records"}
     assert (run / "records" / "abc.json").read_text() == "{}"
     with pytest.raises(RunFolderError, match="does not exist"):

@@ -32,7 +32,8 @@ from ftkit.analysis.feature_cache import (
     default_feature_cache,
     set_default_feature_cache,
 )
-from ftkit.core.runtime import resolve_runtime, restore_modes, save_modes
+from ftkit.core.runtime import resolve_runtime
+from ftkit.core.state import preserved_modes
 from ftkit.core.torchutil import get_module
 from ftkit.models.heads import find_head_block
 
@@ -313,12 +314,9 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
         if found is not None:
             return found
         store.count_miss()
-    modes = save_modes(model)
-    model.eval()
-    try:
+    with preserved_modes(model):
+        model.eval()
         X, y = _run(model, data, layer_name, hook, batch_size, rt, store or default_feature_cache())
-    finally:
-        restore_modes(modes)
     result = Features(X, y, layer_name, key, hook)
     if store is not None:
         store.put(result, cache_dir=folder)

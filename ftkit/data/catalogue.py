@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.data.sources import (
     ANIMAL_CLASSES,
     ANIMAL_INSTALL,
@@ -72,8 +73,6 @@ __all__ = [
     "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _TRANSFORM_VERSION = 1    # bump when __getitem__ changes, so fingerprint-keyed caches refresh
 
 
@@ -137,6 +136,11 @@ class ImageDataset(Dataset):
                               align_corners=False, antialias=True)[0]
         x = x.expand(3, s, s)                                          # grey -> 3 channels
         return (x - self._mean_t) / self._std_t, int(self.targets[i])
+
+    def path_of(self, i: int) -> str | None:
+        """The file item ``i`` is read from (None for data sets held in memory)."""
+        paths = getattr(self._source, "paths", None)
+        return None if paths is None else str(paths[int(self.indices[i])])
 
     def raw_image(self, i: int) -> np.ndarray:
         """Item ``i`` as a ``uint8`` array ``(H, W, 3)`` at native size (for display)."""

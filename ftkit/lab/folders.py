@@ -25,8 +25,6 @@ import uuid
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-import matplotlib
-
 __all__ = ["RunFolderError", "check_writable", "create_run_dir", "new_run_dir", "atomic_file", "write_race",
            "RACE_FILES"]
 
@@ -114,9 +112,8 @@ def create_run_dir(root: str | os.PathLike, prefix: str) -> Path:
     return _claim(root, prefix, lambda p: p.mkdir())  # os.mkdir fails if p exists: exclusive
 
 
-def _write_race_files(result, folder: Path) -> None:
+def _write_race_files(result, folder: Path, draw: Callable[[object, Path], None] | None) -> None:
     """Each file written atomically (temp file, then rename); summary.json last."""
-    from ftkit.viz.plots import plot_race_panels  # matplotlib only when writing
 
     def csv(name, df):
         with atomic_file(folder / name) as fh:
@@ -126,23 +123,21 @@ def _write_race_files(result, folder: Path) -> None:
     csv("runs.csv", result.runs)
     csv("steps.csv", result.steps)
     csv("summary.csv", result.summary())
-    with matplotlib.rc_context({"backend": "Agg"}):
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    if draw is not None:
+        tmp = folder / f".convergence.{os.getpid()}-{uuid.uuid4().hex[:8]}.png"
         try:
-            plot_race_panels(result, axes)
-            with atomic_file(folder / "convergence.png", "wb") as fh:
-                fig.savefig(fh, dpi=110, format="png")
+            draw(result, tmp)
+            os.replace(tmp, folder / "convergence.png")
         finally:
-            plt.close(fig)
+            tmp.unlink(missing_ok=True)
     with atomic_file(folder / "summary.json") as fh:
         fh.write(json.dumps(result.to_json_dict(), indent=2))
 
 
 def write_race(result, root: str | os.PathLike = "runs", prefix: str = "race", *,
-               folder: str | os.PathLike | None = None) -> Path:
-    """Write curves.csv, runs.csv, steps.csv, summary.csv, summary.json and convergence.png.
+               folder: str | os.PathLike | None = None,
+               draw: Callable[[object, Path], None] | None = None) -> Path:
+    """Write curves.csv, runs.csv, steps.csv, summary.csv, summary.json (and convergence.png).
 
     Args:
         result: a :class:`ftkit.lab.race.RaceResult`.
@@ -153,6 +148,9 @@ def write_race(result, root: str | os.PathLike = "runs", prefix: str = "race", *
         folder: an existing run folder (e.g. the one a sweep wrote its records
             into): the files are added there, each atomically; nothing in it
             is removed.
+        draw: writes the figure, called as ``draw(result, path)``; the CLI passes
+            ``ftkit.viz.plots.save_race_figure`` (this lab-level module does not
+            import the plotting layer). None: no figure.
 
     Returns:
         The folder written.
@@ -161,13 +159,13 @@ def write_race(result, root: str | os.PathLike = "runs", prefix: str = "race", *
         folder = Path(folder)
         if not folder.is_dir():
             raise RunFolderError(f"run folder {folder} does not exist; create it with create_run_dir()")
-        _write_race_files(result, folder)
+        _write_race_files(result, folder, draw)
         return folder
     root = check_writable(root)
     tmp = root / f".{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
     tmp.mkdir()  # the umask applies: normal permissions once renamed
     try:
-        _write_race_files(result, tmp)
+        _write_race_files(result, tmp, draw)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # only what this call half-wrote
         raise

@@ -116,6 +116,10 @@ class RaceResult:
         )
         return out.reset_index()
 
+    def mean_curves(self, metric: str = "val_acc") -> pd.DataFrame:
+        """:func:`mean_curves` of ``metric``: "val_acc"/"val_loss" from ``curves``, "loss" from ``steps``."""
+        return mean_curves(self.steps if metric == "loss" else self.curves, metric)
+
     def to_json_dict(self) -> dict:
         """A JSON-able summary (what the demo and the notebooks hand to tests)."""
         summary = self.summary()

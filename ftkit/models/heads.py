@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ftkit.core.runtime import restore_modes, save_modes
+from ftkit.core.state import preserved_modes
 from ftkit.core.torchutil import get_module, set_module
 
 __all__ = ["HeadNotFoundError", "find_head", "find_head_block", "find_aux_heads", "replace_head"]
@@ -123,34 +123,33 @@ def _trace(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[list[st
                *model.named_buffers(remove_duplicate=False)]
     meta = {n: torch.empty_like(t, device="meta") for n, t in tensors if not t.is_meta}
     dtype = next((t.dtype for _, t in tensors if t.is_floating_point()), None)
-    modes = save_modes(model)
     errors: list[str] = []
     try:
-        model.eval()  # no aux branches, no dropout, no running-stat updates
-        for shape in _example_shapes(model, input_shape):
-            order.clear()
-            x = torch.empty(shape, device="meta", dtype=dtype)
-            try:
-                with torch.no_grad():
-                    # Already-meta models (e.g. built under torch.device("meta")) run as they are.
-                    out = (torch.func.functional_call(model, meta, (x,), strict=False)
-                           if meta else model(x))
-            except Exception as err:  # noqa: BLE001 - wrong input size: try the next one
-                errors.append(f"{tuple(shape)}: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
-                continue
-            logits = _first_tensor(out)
-            if logits is None or logits.dim() != 2 or logits.shape[0] != shape[0]:
-                got = tuple(logits.shape) if logits is not None else type(out).__name__
-                raise HeadNotFoundError(
-                    f"{type(model).__name__} returns {got} for input {tuple(shape)}, "
-                    "not (batch, num_classes) logits, so it has no classifier head. "
-                    f"Candidate layers: {_describe(model, _head_layers(model)[-8:])}."
-                )
-            return list(order), int(logits.shape[1])
+        with preserved_modes(model):
+            model.eval()  # no aux branches, no dropout, no running-stat updates
+            for shape in _example_shapes(model, input_shape):
+                order.clear()
+                x = torch.empty(shape, device="meta", dtype=dtype)
+                try:
+                    with torch.no_grad():
+                        # Already-meta models (e.g. built under torch.device("meta")) run as they are.
+                        out = (torch.func.functional_call(model, meta, (x,), strict=False)
+                               if meta else model(x))
+                except Exception as err:  # noqa: BLE001 - wrong input size: try the next one
+                    errors.append(f"{tuple(shape)}: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+                    continue
+                logits = _first_tensor(out)
+                if logits is None or logits.dim() != 2 or logits.shape[0] != shape[0]:
+                    got = tuple(logits.shape) if logits is not None else type(out).__name__
+                    raise HeadNotFoundError(
+                        f"{type(model).__name__} returns {got} for input {tuple(shape)}, "
+                        "not (batch, num_classes) logits, so it has no classifier head. "
+                        f"Candidate layers: {_describe(model, _head_layers(model)[-8:])}."
+                    )
+                return list(order), int(logits.shape[1])
     finally:
         for h in handles:
             h.remove()
-        restore_modes(modes)
     raise HeadNotFoundError(
         f"Could not run {type(model).__name__} on a test input to find its head "
         f"({'; '.join(errors[:3])}). Pass input_shape=(1, C, H, W). "

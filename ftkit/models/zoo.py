@@ -33,8 +33,8 @@ import torch
 import torchvision
 from torch import nn
 
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.core.torchutil import atomic_path
-from ftkit.data.catalogue import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "Backbone", "EMBEDDED_BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "WeightsError",

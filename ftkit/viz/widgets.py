@@ -103,7 +103,7 @@ class LRFinderWidget(widgets.VBox):
         self.result = result
         self.image.value = _figure_png(result)
         self.table.value = result.summary().to_html(float_format="{:.3g}".format, na_rep="")
-        names = result.settings["group_names"]
+        names = list(result.settings.group_names)
         if len(names) > 1 and [v for _, v in self.controls["group"].options][1:] != names:
             self.controls["group"].options = self._group_options(names)
         return result
