@@ -189,7 +189,7 @@ def train_and_save(strategy: Strategy, folder: str | os.PathLike, out_dir: str |
     groups = None
     if strategy.groups is not None:
         g = strategy.groups
-        groups = param_groups(model, strategy.train.lr, head_mult=g.head_mult, lr_range=g.lr_range, decay=g.decay)
+        groups = param_groups(model, **g.param_group_kwargs(strategy.train.lr))
     history = fit(model, train, None, strategy.train, seed=seed, progress=False, param_groups=groups)
     scores = evaluate(model, test)
     info = {"strategy": strategy.name, "description": strategy.description, "test_acc": float(scores["acc"]),
