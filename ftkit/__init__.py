@@ -7,11 +7,14 @@ without a display or a kernel. ``freeze``/``unfreeze`` are imported from
 """
 from ftkit.analysis.diagnostics import audit
 from ftkit.analysis.features import extract_features, fit_feature_classifier
+from ftkit.analysis.probes import probe_by_depth
 from ftkit.data.catalogue import list_datasets, load_dataset
+from ftkit.lab.advisor import advise
 from ftkit.lab.crossval import cross_validate
 from ftkit.lab.lr_rule import choose_lrs
 from ftkit.lab.race import STRATEGIES, make_strategies, race
 from ftkit.lab.runs import run_one
+from ftkit.lab.similarity import measure_similarity
 from ftkit.lab.specs import DataSpec, LRGroups, ModelSpec, RunSpec, Strategy
 from ftkit.lab.sweep import sweep
 from ftkit.lr.finder import lr_find
@@ -30,9 +33,10 @@ from ftkit.training.spec import TrainSpec
 __version__ = "0.1.0"
 
 __all__ = [
-    "STRATEGIES", "DataSpec", "LRGroups", "ModelSpec", "RunSpec", "Strategy", "TrainSpec", "audit", "choose_lrs",
-    "make_strategies", "run_one", "sweep", "classify", "cross_validate", "evaluate", "extract_features",
-    "find_head", "fit", "fit_feature_classifier", "layer_groups", "list_backbones", "list_datasets",
-    "load_backbone", "load_checkpoint", "load_dataset", "lr_find", "param_groups", "race",
-    "recompute_bn_stats", "replace_head", "save_checkpoint", "trainable_summary", "transfer_weights",
+    "DataSpec", "LRGroups", "ModelSpec", "RunSpec", "STRATEGIES", "Strategy", "TrainSpec", "advise", "audit",
+    "choose_lrs", "classify", "cross_validate", "evaluate", "extract_features", "find_head", "fit",
+    "fit_feature_classifier", "layer_groups", "list_backbones", "list_datasets", "load_backbone", "load_checkpoint",
+    "load_dataset", "lr_find", "make_strategies", "measure_similarity", "param_groups", "probe_by_depth", "race",
+    "recompute_bn_stats", "replace_head", "run_one", "save_checkpoint", "sweep", "trainable_summary",
+    "transfer_weights",
 ]

@@ -24,7 +24,7 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ftkit.core.runtime import seeded
+from ftkit.core.state import seeded
 from ftkit.core.torchutil import resolve_device
 from ftkit.lab.specs import DataSpec, ModelSpec, RunRecord, RunSpec, Strategy, kfold_indices
 from ftkit.lab.sweep import sweep

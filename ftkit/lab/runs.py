@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ftkit.analysis.drift import weight_drift, weights_copy
-from ftkit.core.runtime import seeded
+from ftkit.core.state import seeded
 from ftkit.lab.specs import DataSpec, ModelSpec, RunRecord, RunSpec, Strategy
 from ftkit.lr.groups import param_groups
 from ftkit.models.bn_stats import recompute_bn_stats
