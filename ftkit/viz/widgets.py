@@ -24,7 +24,6 @@ from torch import nn
 from ftkit.lr.finder import lr_find
 from ftkit.lr.result import LRFindResult
 from ftkit.training.optim import group_names
-from ftkit.viz.notebook import WIDGET_NOTE
 from ftkit.viz.plots import plot_lr_find
 from ftkit.viz.tables import table
 
@@ -52,10 +51,6 @@ def figure_to_image(fig: Figure, image: widgets.Image) -> None:
 def _image() -> widgets.Image:
     """An empty image widget, hidden until its first PNG (an empty Image shows a broken-image icon)."""
     return widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="100%", height="auto"))
-
-
-def _note() -> widgets.HTML:
-    return widgets.HTML(f"<small style='color:#666'>{html.escape(WIDGET_NOTE).replace('*', '')}</small>")
 
 
 def lr_slider(value: float, description: str, lo: float = 1e-6, hi: float = 1e-1) -> widgets.SelectionSlider:
@@ -121,7 +116,7 @@ class LRFinderWidget(widgets.VBox):
                 widgets.HBox([self.controls["num_iter"], self.controls["seeds"]]),
                 widgets.HBox([self.controls["step_mode"], self.controls["group"]]),
                 widgets.HBox([self.button, self.status])]
-        super().__init__(children=[*rows, _note(), self.progress_area, self.image, self.table])
+        super().__init__(children=[*rows, self.progress_area, self.image, self.table])
 
     def _group_options(self, names: list[str] | None = None) -> list[tuple[str, Any]]:
         if names is None:
@@ -239,7 +234,7 @@ class RaceWidget(widgets.VBox):
         lr_rows = [widgets.HBox([c[k] for k in list(lrs)[i:i + 2]]) for i in range(0, len(lrs), 2)]
         rows = [widgets.HBox([c["n_per_class"], c["epochs"], c["num_seeds"]]), *lr_rows,
                 widgets.HBox([self.button, self.status])]
-        super().__init__(children=[*rows, _note(), self.progress_area, self.image, self.table])
+        super().__init__(children=[*rows, self.progress_area, self.image, self.table])
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments the next run passes to ``run_race``."""
@@ -326,7 +321,7 @@ class PredictWidget(widgets.VBox):
         self.table = widgets.HTML()
         c = self.controls
         rows = [widgets.HBox([c["photo"], c["zoom"], c["top_k"]]), widgets.HBox([self.button, self.status])]
-        super().__init__(children=[*rows, _note(), self.image, self.table])
+        super().__init__(children=[*rows, self.image, self.table])
 
     def settings(self) -> dict[str, Any]:
         return {k: w.value for k, w in self.controls.items()}
