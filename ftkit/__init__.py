@@ -8,7 +8,11 @@ without a display or a kernel. ``freeze``/``unfreeze`` are imported from
 from ftkit.analysis.features import extract_features, fit_feature_classifier
 from ftkit.data.catalogue import list_datasets, load_dataset
 from ftkit.lab.crossval import cross_validate
-from ftkit.lab.race import STRATEGIES, Strategy, race
+from ftkit.lab.lr_rule import choose_lrs
+from ftkit.lab.race import STRATEGIES, make_strategies, race
+from ftkit.lab.runs import run_one
+from ftkit.lab.specs import DataSpec, LRGroups, ModelSpec, RunSpec, Strategy
+from ftkit.lab.sweep import sweep
 from ftkit.lr.finder import lr_find
 from ftkit.lr.groups import param_groups
 from ftkit.models.bn_stats import recompute_bn_stats
@@ -20,11 +24,13 @@ from ftkit.models.surgery import transfer_weights
 from ftkit.models.zoo import list_backbones, load_backbone
 from ftkit.training.checkpoints import load_checkpoint, save_checkpoint
 from ftkit.training.loop import evaluate, fit
+from ftkit.training.spec import TrainSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "STRATEGIES", "Strategy", "audit", "classify", "cross_validate", "evaluate", "extract_features",
+    "STRATEGIES", "DataSpec", "LRGroups", "ModelSpec", "RunSpec", "Strategy", "TrainSpec", "audit", "choose_lrs",
+    "make_strategies", "run_one", "sweep", "classify", "cross_validate", "evaluate", "extract_features",
     "find_head", "fit", "fit_feature_classifier", "layer_groups", "list_backbones", "list_datasets",
     "load_backbone", "load_checkpoint", "load_dataset", "lr_find", "param_groups", "race",
     "recompute_bn_stats", "replace_head", "save_checkpoint", "trainable_summary", "transfer_weights",

@@ -44,28 +44,25 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ftkit.data.catalogue import load_dataset
     from ftkit.lab.folders import write_race
-    from ftkit.lab.race import STRATEGIES, race
-    from ftkit.models.zoo import load_backbone
+    from ftkit.lab.race import STRATEGIES, make_strategies, race
+    from ftkit.lab.specs import DataSpec
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         print(f"error: unknown strategy {unknown}; choose from {list(STRATEGIES)}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    backbone = load_backbone(args.backbone)
-    kw = dict(image_size=args.image_size, mean=backbone.mean, std=backbone.std)
-    train = load_dataset(args.data, "train", n_per_class=args.n_per_class, seed=0, **kw)
-    val = load_dataset(args.data, "test", n_per_class=args.val_per_class, seed=0, **kw)
-    strategies = [STRATEGIES[s] for s in args.strategies]
+    data = DataSpec(args.data, n_per_class=args.n_per_class, image_size=args.image_size,
+                    val_n_per_class=args.val_per_class)
+    strategies = make_strategies(args.strategies, backbone=args.backbone, epochs=args.epochs,
+                                 batch_size=args.batch_size, eval_every=args.eval_every, precise_bn=args.precise_bn)
+    train, val = data.load()
     print(f"ftkit demo: {args.backbone} on {args.data} ({len(train)} train / {len(val)} val images, "
           f"{len(train.classes)} classes, {args.image_size}px), {args.epochs} epochs, seeds {args.seeds}")
     for s in strategies:
         print(f"  {s.name:<15} lr={s.lr:<8g} {s.description}")
-    result = race(strategies, train, val, backbone=args.backbone, seeds=args.seeds, epochs=args.epochs,
-                  batch_size=args.batch_size, eval_every=args.eval_every, precise_bn=args.precise_bn,
-                  progress=not args.quiet)
+    result = race(strategies, data, seeds=args.seeds, progress=not args.quiet)
     summary = result.summary()
     table = summary.assign(
         lr=[f"{v:g}" for v in summary.lr],

@@ -5,20 +5,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftkit.data.catalogue import load_dataset
 from ftkit.lab.folders import write_race
-from ftkit.lab.race import STRATEGIES, RaceResult, Strategy, build_model, mean_curves, race, steps_to_target
+from ftkit.lab.race import (
+    STRATEGIES,
+    RaceResult,
+    build_model,
+    make_strategies,
+    mean_curves,
+    race,
+    steps_to_target,
+)
+from ftkit.lab.specs import DataSpec, ModelSpec, Strategy
 from ftkit.models.freeze import trainable_summary
 from ftkit.models.heads import find_head
+from ftkit.training.spec import TrainSpec
 from ftkit.viz.widgets import race_widget
 
 
 @pytest.fixture(scope="module")
 def tiny_race():
-    train = load_dataset("digits", "train", n_per_class=3, image_size=32)
-    val = load_dataset("digits", "test", n_per_class=2, image_size=32)
-    strategies = [STRATEGIES["scratch"], STRATEGIES["linear_probe"]]
-    return race(strategies, train, val, seeds=(0, 1), epochs=2, batch_size=10)
+    data = DataSpec("digits", n_per_class=3, image_size=32, val_n_per_class=2)
+    strategies = make_strategies(["scratch", "linear_probe"], epochs=2, batch_size=10)
+    return race(strategies, data, seeds=(0, 1))
 
 
 def test_every_run_gets_the_same_budget_and_evaluation_points(tiny_race):
@@ -42,9 +50,10 @@ def test_runs_record_the_start_the_worst_batch_and_how_far_the_body_moved(tiny_r
 
 
 def test_a_diverging_strategy_is_a_result_not_an_error():
-    train = load_dataset("digits", "train", n_per_class=3, image_size=32)
+    data = DataSpec("digits", n_per_class=3, image_size=32, val_n_per_class=2)
+    huge = Strategy("huge_lr", ModelSpec(), TrainSpec(lr=1e36, epochs=2, batch_size=10))
     with pytest.warns(RuntimeWarning, match="fit\\(\\) stopped"):
-        result = race([Strategy("huge_lr", True, None, 1e36)], train, train, seeds=(0,), epochs=2, batch_size=10)
+        result = race([huge], data, seeds=(0,))
     run = result.runs.iloc[0]
     assert run["stopped_reason"] and ("non-finite" in run["stopped_reason"] or "loss became" in run["stopped_reason"])
     assert run["steps"] < 6 and result.summary()["stopped_early"].iloc[0] == 1
@@ -83,13 +92,17 @@ def test_steps_to_target_and_mean_curves():
 
 
 def test_bad_arguments_are_refused_before_any_work():
-    train = load_dataset("digits", "train", n_per_class=2, image_size=32)
+    data = DataSpec("digits", n_per_class=2, image_size=32)
     with pytest.raises(ValueError, match="at least one strategy"):
-        race([], train, train)
+        race([], data)
     with pytest.raises(ValueError, match="unique"):
-        race([STRATEGIES["scratch"], STRATEGIES["scratch"]], train, train)
+        race([STRATEGIES["scratch"], STRATEGIES["scratch"]], data)
+    with pytest.raises(ValueError, match="one budget"):
+        race([STRATEGIES["scratch"], STRATEGIES["finetune"].with_train(epochs=9)], data)
+    with pytest.raises(TypeError, match="DataSpec"):
+        race([STRATEGIES["scratch"]], object())
     with pytest.raises(ValueError, match="freeze must be"):
-        build_model(Strategy("odd", True, "half", 1e-3), 3)
+        ModelSpec(freeze="half")
 
 
 def test_run_folders_are_complete_and_never_overwritten(tiny_race, tmp_path):

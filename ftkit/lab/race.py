@@ -1,13 +1,15 @@
 """Matched-compute races between transfer strategies.
 
-A *strategy* says how a model starts (random or pretrained weights) and what
-trains (everything, only the head, everything above the first k groups).
+A *strategy* (``ftkit.lab.specs.Strategy``) says how a model starts (random or
+pretrained weights, what is frozen) and how it trains (a ``TrainSpec``).
 :func:`race` runs several strategies under the same rules — same seeds, same
-data order, same step budget, same evaluation points — so that the only thing
-that differs between two curves is the strategy itself.
+data order, same step budget, same evaluation points — so that the only
+thing that differs between two curves is the strategy itself. Each (strategy,
+seed) is one ``RunSpec`` and the race maps ``run_one`` over them with
+``ftkit.lab.sweep.sweep`` (in this process or on any executor).
 
->>> from ftkit.lab.race import STRATEGIES, race      # doctest: +SKIP
->>> result = race([STRATEGIES["scratch"], STRATEGIES["finetune"]], train, val)
+>>> from ftkit.lab.race import STRATEGIES, race          # doctest: +SKIP
+>>> result = race([STRATEGIES["scratch"], STRATEGIES["finetune"]], DataSpec("animals", n_per_class=30))
 >>> result.summary()                                    # doctest: +SKIP
 """
 from __future__ import annotations
@@ -15,81 +17,60 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import pandas as pd
-import torch
-from torch import nn
 
-from ftkit.analysis.drift import weight_drift, weights_copy
-from ftkit.models.bn_stats import recompute_bn_stats
-from ftkit.models.freeze import freeze
-from ftkit.models.groups import layer_groups
-from ftkit.models.heads import replace_head
-from ftkit.models.zoo import load_backbone
-from ftkit.training.loop import evaluate, fit
+from ftkit.lab.runs import build_model
+from ftkit.lab.specs import DataSpec, ModelSpec, RunRecord, RunSpec, Strategy
+from ftkit.lab.sweep import sweep
+from ftkit.training.spec import TrainSpec
 
-__all__ = ["Strategy", "STRATEGIES", "RaceResult", "build_model", "race", "mean_curves", "steps_to_target"]
+__all__ = ["Strategy", "STRATEGIES", "RaceResult", "build_model", "make_strategies", "race", "race_frame", "race_specs",
+           "mean_curves", "steps_to_target", "BUDGET_FIELDS"]
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """How a model starts and what it trains.
-
-    Attributes:
-        name: short label used in tables and plots.
-        pretrained: start from ImageNet weights (True) or a random init (False).
-        freeze: None trains everything; "all_but_head" trains only the new head
-            (a linear probe); an int k freezes the first k layer groups.
-        lr: learning rate (Adam) for this strategy.
-        description: one sentence for learners.
-    """
-
-    name: str
-    pretrained: bool
-    freeze: str | int | None
-    lr: float
-    description: str = ""
-
-    def with_lr(self, lr: float) -> "Strategy":
-        return dataclasses.replace(self, lr=lr)
+def _strategy(name: str, model: ModelSpec, lr: float, description: str) -> Strategy:
+    return Strategy(name, model, TrainSpec(optimizer="adam", lr=lr), description=description)
 
 
-# Learning rates: fine-tuning a pretrained body wants a small LR (MISSION #6);
-# scratch and a fresh linear head can take a larger one. Each strategy gets
-# the rate that suits it, and the race prints them, so nothing is hidden.
+# Starting LRs only: a fair comparison gives every strategy its LR by one written
+# rule (``ftkit.lab.lr_rule.choose_lrs``). These are the values that rule picked
+# for the demo's setting, kept as defaults so a quick call works.
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in [
-        Strategy("scratch", False, None, 1e-3, "random init, train everything"),
-        Strategy("linear_probe", True, "all_but_head", 1e-2, "ImageNet body frozen, train a new head"),
-        Strategy("partial_freeze", True, 4, 3e-4, "ImageNet init, freeze the first 4 groups, train the rest"),
-        Strategy("finetune", True, None, 3e-4, "ImageNet init, train everything with a small LR"),
+        _strategy("scratch", ModelSpec(weights=None), 1e-3, "random init, train everything"),
+        _strategy("linear_probe", ModelSpec(freeze="all_but_head"), 1e-2, "ImageNet body frozen, train a new head"),
+        _strategy("partial_freeze", ModelSpec(freeze=4), 3e-4,
+                  "ImageNet init, freeze the first 4 groups, train the rest"),
+        _strategy("finetune", ModelSpec(), 3e-4, "ImageNet init, train everything with a small LR"),
     ]
 }
 
+# What a race holds equal across strategies (the budget and how it is measured).
+BUDGET_FIELDS = ("epochs", "max_steps", "batch_size", "eval_every", "precise_bn")
 
-def build_model(strategy: Strategy, num_classes: int, *, backbone: str = "mobilenet_v2", seed: int = 0) -> nn.Module:
-    """A fresh model for ``strategy``: backbone, new head, freezing applied.
 
-    The seed fixes the random parts (scratch weights, the new head), so every
-    strategy with the same seed starts from the same head init. The caller's
-    random number generators are left as they were.
-    """
-    if not (strategy.freeze is None or strategy.freeze == "all_but_head" or isinstance(strategy.freeze, int)):
-        raise ValueError(f"Strategy.freeze must be None, 'all_but_head' or an int, not {strategy.freeze!r}")
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)  # seeds CUDA too: hence the fork above
-        model = load_backbone(backbone, pretrained=strategy.pretrained).model
-        replace_head(model, num_classes)
-    if strategy.freeze == "all_but_head":
-        freeze(model, all_but_head=True)
-    elif isinstance(strategy.freeze, int):
-        freeze(model, k=strategy.freeze)
-    return model
+def make_strategies(names: Sequence[str] = ("scratch", "linear_probe", "finetune"), *,
+                    backbone: str = "mobilenet_v2", lrs: dict[str, float] | None = None,
+                    **train: object) -> list[Strategy]:
+    """Strategies from :data:`STRATEGIES` on ``backbone``, with LRs from ``lrs`` and
+    ``TrainSpec`` fields from ``train`` (e.g. ``epochs=4, batch_size=32``) applied to all."""
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {unknown}; choose from {list(STRATEGIES)}")
+    out = []
+    for n in names:
+        s = STRATEGIES[n]
+        s = dataclasses.replace(s, model=dataclasses.replace(s.model, backbone=backbone),
+                                train=s.train.replace(**train))
+        if lrs and n in lrs:
+            s = s.with_lr(lrs[n])
+        out.append(s)
+    return out
 
 
 @dataclass
@@ -156,46 +137,40 @@ def steps_to_target(curve: pd.DataFrame, target: float) -> float:
 
 def race(
     strategies: Sequence[Strategy],
-    train_data,
-    val_data,
+    data: DataSpec,
     *,
-    backbone: str = "mobilenet_v2",
     seeds: Sequence[int] = (0, 1, 2),
-    epochs: int = 5,
-    batch_size: int = 32,
-    eval_every: int | None = None,
     target_acc: float | None = None,
-    precise_bn: bool = True,
+    executor: Executor | None = None,
+    out=None,
+    resume: bool = False,
     progress: bool = False,
 ) -> RaceResult:
     """Train every strategy with every seed under one budget and record the curves.
 
     Same seed -> same head init and the same batches in the same order for
     every strategy; every run gets the same number of optimizer steps and is
-    evaluated at the same steps on the same validation set. A run whose loss
-    becomes NaN/Inf stops there (its weights rolled back to the last good
-    step) and says so in ``runs.stopped_reason``: a diverging strategy is a
-    result, not an error.
+    evaluated at the same steps on the same validation set (the strategies
+    must agree on :data:`BUDGET_FIELDS`). A run whose loss becomes NaN/Inf
+    stops there (its weights rolled back to the last good step) and says so
+    in ``runs.stopped_reason``: a diverging strategy is a result, not an error.
 
     Args:
-        strategies: what to compare (see :data:`STRATEGIES`).
-        train_data, val_data: datasets with ``.classes``.
-        backbone: a name known to :func:`ftkit.models.zoo.load_backbone`.
+        strategies: what to compare (see :data:`STRATEGIES`, :func:`make_strategies`).
+        data: which data (``DataSpec("animals", n_per_class=30)``).
         seeds: one run per seed and strategy.
-        epochs: passes over ``train_data`` (the step budget is epochs * batches).
-        batch_size: minibatch size.
-        eval_every: evaluate every N steps (default: once per epoch).
         target_acc: accuracy for "steps to target"; default 90% of the best
             strategy's mean final accuracy.
-        precise_bn: before every evaluation (step 0 included), recompute the
-            running statistics of the BatchNorm layers that train
-            (:func:`ftkit.models.bn_stats.recompute_bn_stats`). Without it, a model
-            trained from scratch for a few dozen steps is judged by moving
-            averages of its *earlier* weights and often predicts one class in
-            eval mode. Frozen BN layers keep their statistics; no weight and
-            no training step changes.
-        progress: show tqdm bars.
+        executor, out, resume: see :func:`ftkit.lab.sweep.sweep`.
+        progress: a bar that counts finished runs.
     """
+    specs = race_specs(strategies, data, seeds)
+    records = sweep(specs, executor=executor, out=out, resume=resume, progress=progress)
+    return race_frame(records, strategies, data, seeds, target_acc)
+
+
+def race_specs(strategies: Sequence[Strategy], data: DataSpec, seeds: Sequence[int]) -> list[RunSpec]:
+    """The run specs of a race, after checking that it is a fair one."""
     if not strategies:
         raise ValueError("race() needs at least one strategy, e.g. list(ftkit.lab.race.STRATEGIES.values())")
     names = [s.name for s in strategies]
@@ -203,40 +178,28 @@ def race(
         raise ValueError(f"strategy names must be unique, got {names}")
     if not seeds:
         raise ValueError("race() needs at least one seed, e.g. seeds=(0, 1, 2)")
-    num_classes = len(train_data.classes)
+    if not isinstance(data, DataSpec):
+        raise TypeError(f"race() takes data as a DataSpec (e.g. DataSpec('animals', n_per_class=30)), "
+                        f"not {type(data).__name__}")
+    budgets = {s.name: tuple(getattr(s.train, f) for f in BUDGET_FIELDS) for s in strategies}
+    if len(set(budgets.values())) > 1:
+        raise ValueError(f"a race compares strategies under one budget, but their {BUDGET_FIELDS} differ: "
+                         f"{budgets}; give them the same TrainSpec budget (make_strategies(..., epochs=...))")
+    return [RunSpec(s, data, seed) for s in strategies for seed in seeds]
+
+
+def race_frame(records: Sequence[RunRecord], strategies: Sequence[Strategy], data: DataSpec,
+               seeds: Sequence[int], target_acc: float | None = None) -> RaceResult:
+    """A :class:`RaceResult` from the records of a race's runs."""
     curve_rows, step_rows, run_rows = [], [], []
-    for strategy in strategies:
-        for seed in seeds:
-            model = build_model(strategy, num_classes, backbone=backbone, seed=seed)
-            head = layer_groups(model)[-1].modules  # left out of the drift: its init is new and random
-            start_weights = weights_copy(model)
-            if precise_bn:
-                recompute_bn_stats(model, train_data, batch_size=2 * batch_size)
-            start = evaluate(model, val_data)
-            t0 = time.perf_counter()
-            history = fit(
-                model, train_data, val_data, epochs=epochs, lr=strategy.lr, optimizer="adam",
-                batch_size=batch_size, seed=seed, eval_every=eval_every, progress=progress,
-                precise_bn=precise_bn,
-            )
-            elapsed = time.perf_counter() - t0
-            evals = history.eval_frame()
-            first = {"step": 0, "epoch": 0, "val_loss": start["loss"], "val_acc": start["acc"], "elapsed_s": 0.0}
-            curve = pd.concat(
-                [pd.DataFrame([first]), evals[["step", "epoch", "val_loss", "val_acc", "elapsed_s"]]],
-                ignore_index=True,
-            ).drop_duplicates("step", keep="last")
-            label = {"strategy": strategy.name, "seed": seed}
-            curve_rows.append(curve.assign(**label))
-            step_rows.append(history.step_frame()[["step", "epoch", "loss"]].assign(**label))
-            last = curve.iloc[-1]
-            run_rows.append({
-                **label, "lr": strategy.lr, "start_acc": start["acc"], "start_loss": start["loss"],
-                "final_acc": float(last["val_acc"]), "final_loss": float(last["val_loss"]),
-                "max_train_loss": max((r["loss"] for r in history.steps), default=math.nan),
-                "body_drift": weight_drift(model, start_weights, exclude=head),
-                "steps": len(history.steps), "time_s": elapsed, "stopped_reason": history.stopped_reason,
-            })
+    for r in records:
+        label = {"strategy": r.labels["strategy"], "seed": r.labels["seed"]}
+        curve_rows.append(pd.DataFrame(r.curve).assign(**label))
+        step_rows.append(pd.DataFrame(r.step_losses, columns=["step", "epoch", "loss"]).assign(**label))
+        run_rows.append({**label, "lr": r.lr, "start_acc": r.start_acc, "start_loss": r.start_loss,
+                         "final_acc": r.final_acc, "final_loss": r.final_loss, "max_train_loss": r.max_train_loss,
+                         "body_drift": r.body_drift, "steps": r.steps, "time_s": r.time_s,
+                         "stopped_reason": r.stopped_reason})
     order = ["strategy", "seed"]
     curves = pd.concat(curve_rows, ignore_index=True)
     curves = curves[order + [c for c in curves.columns if c not in order]]
@@ -249,10 +212,11 @@ def race(
         steps_to_target(curves[(curves.strategy == r.strategy) & (curves.seed == r.seed)], target_acc)
         for r in runs.itertuples()
     ]
+    first = strategies[0].train
     config = {
-        "backbone": backbone, "seeds": list(seeds), "epochs": epochs, "batch_size": batch_size,
-        "eval_every": eval_every, "precise_bn": precise_bn, "n_train": len(train_data), "n_val": len(val_data),
-        "strategies": [dataclasses.asdict(s) for s in strategies],
+        "backbone": strategies[0].model.backbone, "seeds": list(seeds), "data": dataclasses.asdict(data),
+        **{f: getattr(first, f) for f in BUDGET_FIELDS},
+        "strategies": [s.to_dict() for s in strategies],
     }
     return RaceResult(curves=curves, runs=runs, steps=steps, target_acc=float(target_acc), config=config)
 
