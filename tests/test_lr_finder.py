@@ -468,7 +468,10 @@ def test_plot_marks_every_rule_and_group_axis():
     ax = plot_lr_find(result)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     for name, s in result.suggestions.items():
-        assert (f"{name}: {s.lr:.2e}" in labels) == s.ok
+        assert any(label.startswith(f"{name}: {s.lr:.2e}") for label in labels) == s.ok
+        if s.ok:  # the marker sits at the LR the rule returns (minimum: a tenth of the loss minimum)
+            (dot,) = [ln for ln in ax.get_lines() if ln.get_label().startswith(f"{name}: {s.lr:.2e}")]
+            assert dot.get_xdata()[0] == s.lr
     assert "min-max over 2 seeds" in labels and ax.get_xscale() == "log"
     assert ax.child_axes, "secondary x axis for the body group"
     plt.close("all")

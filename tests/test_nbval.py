@@ -12,6 +12,7 @@ not compared).
 After an intended change, re-pin and review the diff:
 
     python tests/test_nbval.py            # rewrites tests/nbval/*.json
+    python tests/test_nbval.py 01_scratch_vs_finetune.ipynb --executed out.ipynb   # from a fast papermill run
 """
 from __future__ import annotations
 
@@ -57,12 +58,22 @@ def _clean(outputs: list) -> list:
     return kept
 
 
-def pin(name: str, workdir: Path) -> Path:
-    """Execute ``name`` at fast settings and write its tagged cells' outputs to tests/nbval/."""
-    path = _prepare(name, workdir)
-    pm.execute_notebook(str(path), str(path), cwd=str(workdir), kernel_name="python3", progress_bar=False)
-    nb = nbformat.read(path, as_version=4)
-    pins = {c.id: {"source": c.source, "outputs": _clean(c.outputs)} for c in tagged(nb)}
+def pin(name: str, workdir: Path, executed: Path | None = None) -> Path:
+    """Write the tagged cells' outputs of ``name`` at fast settings to tests/nbval/.
+
+    ``executed``: a copy already run with ``fast=True`` (papermill); matched to the
+    notebook's tagged cells by source. Without it, the notebook is run here.
+    """
+    if executed is None:
+        executed = _prepare(name, workdir)
+        pm.execute_notebook(str(executed), str(executed), cwd=str(workdir), kernel_name="python3",
+                            progress_bar=False)
+    ran = {c.source: c for c in tagged(nbformat.read(executed, as_version=4))}
+    cells = tagged(nbformat.read(NOTEBOOKS / name, as_version=4))
+    stale = [c.id for c in cells if c.source not in ran]
+    if stale:
+        raise SystemExit(f"{executed} was run from another version of {name} (cells {stale} differ): run it again")
+    pins = {c.id: {"source": c.source, "outputs": _clean(ran[c.source].outputs)} for c in cells}
     PINS.mkdir(exist_ok=True)
     target = PINS / f"{name.removesuffix('.ipynb')}.json"
     target.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
@@ -71,7 +82,7 @@ def pin(name: str, workdir: Path) -> Path:
 
 def test_every_tagged_notebook_has_pins():
     names = pinned_notebooks()
-    assert "00_tour.ipynb" in names, names
+    assert {"00_tour.ipynb", "01_scratch_vs_finetune.ipynb"} <= set(names), names
     for name in names:
         pins = json.loads((PINS / f"{name.removesuffix('.ipynb')}.json").read_text())
         cells = tagged(nbformat.read(NOTEBOOKS / name, as_version=4))
@@ -108,8 +119,13 @@ def test_pinned_outputs_do_not_drift(name, tmp_path):
 
 
 if __name__ == "__main__":
+    import argparse
     import tempfile
 
-    for n in (sys.argv[1:] or pinned_notebooks()):
+    ap = argparse.ArgumentParser(description="Re-pin the nbval-check-output cells of the lessons.")
+    ap.add_argument("notebooks", nargs="*", help="file names in notebooks/ (default: every tagged one)")
+    ap.add_argument("--executed", type=Path, help="reuse this copy already run with fast=True (one notebook)")
+    args = ap.parse_args()
+    for n in (args.notebooks or pinned_notebooks()):
         with tempfile.TemporaryDirectory() as d:
-            print(pin(n, Path(d)))
+            print(pin(n, Path(d), args.executed))

@@ -11,6 +11,12 @@ def test_values_read_as_words_and_three_digits():
         "0.375", "26.7", "3.00e-04", "1,281,000", "-", "yes", "0.300"]
     assert format_value(float("nan"), missing="never") == "never"
     assert format_value(np.int64(7)) == "7" and format_value(np.bool_(False)) == "no"
+    assert format_value(0.00707) == "0.00707" and format_value(3e-3, sci_below=1) == "3.00e-03"
+
+
+def test_learning_rate_columns_read_in_scientific_notation():
+    df = pd.DataFrame({"lr": [3e-3], "chosen LR": [1e-2], "lr/head": [0.5], "final_acc_std": [0.00707]})
+    assert format_frame(df).iloc[0].tolist() == ["3.00e-03", "1.00e-02", "5.00e-01", "0.00707"]
 
 
 def test_missing_words_per_column_and_whole_numbers_stay_whole():

@@ -29,9 +29,10 @@ def plot_lr_find(result, ax: Axes | None = None) -> Axes:
     """Loss against LR from ``ftkit.lr.finder.lr_find``, with every rule's suggestion.
 
     Shows the smoothed loss (a min-max band over seeds when the test was
-    repeated), the curve the rules looked at, and per rule a dashed line at the
-    suggested LR and a dot at the point of the curve it comes from (for
-    ``minimum`` the dot is the minimum, the line a tenth of it). With several
+    repeated), the curve the rules looked at, and per rule a dashed line and a
+    dot at the LR it returns (for ``minimum``, a tenth of the loss minimum,
+    which gets a hollow circle) and, with several seeds, a bar over the range
+    of its per-seed suggestions (the legend says when the headline lies outside). With several
     param groups: the LR of the lowest group on a second x axis (ratios kept),
     or the groups held fixed.
 
@@ -64,8 +65,19 @@ def plot_lr_find(result, ax: Axes | None = None) -> Axes:
         if not s.ok:
             continue
         color = f"C{i + 1}"
+        y = _curve_at(result, s.lr)
+        band = _seed_band(result, name)
+        label = f"{name}: {s.lr:.2e}"
+        if band is not None:
+            ax.hlines(y, band[0], band[1], color=color, lw=3, alpha=0.6)
+            if not band[0] <= s.lr <= band[1]:
+                label += " (outside its seed band)"
         ax.axvline(s.lr, color=color, ls="--", lw=1)
-        ax.plot(*s.point, "o", color=color, ms=7, label=f"{name}: {s.lr:.2e}")
+        # The marker sits where the rule's LR is; minimum's LR is a tenth of the loss minimum,
+        # which gets a hollow circle of its own.
+        ax.plot(s.lr, y, "o", color=color, ms=7, label=label)
+        if s.point is not None and not np.isclose(s.point[0], s.lr):
+            ax.plot(*s.point, "o", mfc="none", color=color, ms=9, label=f"{name}: from {s.point[0]:.2e}")
 
     ax.set_xscale("log" if settings.get("step_mode", "exp") == "exp" else "linear")
     mode = "validation" if settings.get("mode") == "val" else "training"
@@ -82,6 +94,23 @@ def plot_lr_find(result, ax: Axes | None = None) -> Axes:
     ax.set_title(title, fontsize=TITLE_SIZE)
     ax.legend(fontsize=LEGEND_SIZE, loc="upper left")
     return ax
+
+
+def _curve_at(result, lr: float) -> float:
+    """The curve's loss at ``lr`` (log-interpolated; the nearest end outside the curve)."""
+    xs, ys = (result.curve_lrs, result.curve_losses) if result.curve_lrs.size else (result.lrs, result.smoothed[0])
+    ok = ~np.isnan(ys)
+    if not ok.any():
+        return float("nan")
+    return float(np.interp(np.log(lr), np.log(xs[ok]), ys[ok]))
+
+
+def _seed_band(result, rule: str) -> tuple[float, float] | None:
+    """(min, max) of the rule's suggestion over seeds, when the test ran several seeds."""
+    per_seed = [d[rule].lr for d in result.seed_suggestions if rule in d and d[rule].ok]
+    if len(result.seed_suggestions) < 2 or not per_seed:
+        return None
+    return min(per_seed), max(per_seed)
 
 
 def _zoom(ax: Axes, result) -> None:

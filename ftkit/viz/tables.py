@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -35,11 +36,14 @@ TABLE_CSS = (
 )
 
 
-def format_value(value, *, missing: str = "-", digits: int = 3) -> str:
+def format_value(value, *, missing: str = "-", digits: int = 3, sci_below: float = 1e-3) -> str:
     """One cell as a learner reads it.
 
-    >>> [format_value(v) for v in (0.374667, 26.666667, 3e-4, 1281000, None, True)]
-    ['0.375', '26.7', '3.00e-04', '1,281,000', '-', 'yes']
+    Floats below ``sci_below`` (in size) use scientific notation; learning-rate
+    columns pass ``sci_below=1`` so that 3e-3 reads "3.00e-03", not "0.00300".
+
+    >>> [format_value(v) for v in (0.374667, 26.666667, 3e-4, 1281000, None, True, 0.00707)]
+    ['0.375', '26.7', '3.00e-04', '1,281,000', '-', 'yes', '0.00707']
     """
     if value is None:
         return missing
@@ -55,7 +59,7 @@ def format_value(value, *, missing: str = "-", digits: int = 3) -> str:
             return "inf" if x > 0 else "-inf"
         if x == 0:
             return "0"
-        if abs(x) < 1e-2 or abs(x) >= 10 ** (digits + 3):
+        if abs(x) < sci_below or abs(x) >= 10 ** (digits + 3):
             return f"{x:.{digits - 1}e}"
         text = f"{x:#.{digits}g}"  # keeps trailing zeros: 0.300, 1.00
         if "e" in text:  # large values: print the whole number
@@ -92,8 +96,14 @@ def format_frame(df: pd.DataFrame, missing: Mapping[str, str] | str = "-", digit
         values = df[c].tolist()
         if _whole_numbers(df[c]):  # an int column that NaN turned into floats: 12, not 12.0
             values = [v if pd.isna(v) else int(v) for v in values]
-        out[c] = [format_value(v, missing=words[c], digits=digits) for v in values]
+        sci = 1.0 if is_lr_column(c) else 1e-3
+        out[c] = [format_value(v, missing=words[c], digits=digits, sci_below=sci) for v in values]
     return out
+
+
+def is_lr_column(name) -> bool:
+    """"lr", "lr/head", "chosen LR", "LR 3e-04", "seed_min" of an LR table...: learning rates read best as 3.00e-04."""
+    return bool(re.search(r"(^|[^a-z])lr($|[^a-z])", str(name).lower()))
 
 
 def _whole_numbers(column: pd.Series) -> bool:
