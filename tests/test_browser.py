@@ -163,7 +163,7 @@ def _open(page, lab, name: str) -> None:
 CASES = {
     # notebook: (the widget's button text, slider to move, key, seconds for Run All, seconds for the button)
     "00_tour.ipynb": ("Predict", 1, "ArrowLeft", 240, 120),
-    "01_scratch_vs_finetune.ipynb": ("Run the race", 2, "ArrowLeft", 480, 480),
+    "01_scratch_vs_finetune.ipynb": ("Run the race", 2, "ArrowLeft", 1200, 900),
 }
 
 
