@@ -16,7 +16,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,7 +75,8 @@ def format_value(value, *, missing: str = "-", digits: int = 3, sci_below: float
     return str(value)
 
 
-def format_frame(df: pd.DataFrame, missing: Mapping[str, str] | str = "-", digits: int = 3) -> pd.DataFrame:
+def format_frame(df: pd.DataFrame, missing: Mapping[str, str] | str = "-", digits: int = 3,
+                 lr_columns: Sequence[str] = ()) -> pd.DataFrame:
     """``df`` with every cell formatted by :func:`format_value` (strings, same shape and labels).
 
     Args:
@@ -83,6 +84,8 @@ def format_frame(df: pd.DataFrame, missing: Mapping[str, str] | str = "-", digit
         missing: the word for a missing value: one for every column, or per column
             (``{"steps_to_target": "never"}``; other columns get "-").
         digits: significant digits of floats.
+        lr_columns: more columns to write like learning rates (3.00e-04), besides those
+            whose name says "lr" (see :func:`is_lr_column`).
     """
     if isinstance(missing, str):
         words = {c: missing for c in df.columns}
@@ -96,7 +99,7 @@ def format_frame(df: pd.DataFrame, missing: Mapping[str, str] | str = "-", digit
         values = df[c].tolist()
         if _whole_numbers(df[c]):  # an int column that NaN turned into floats: 12, not 12.0
             values = [v if pd.isna(v) else int(v) for v in values]
-        sci = 1.0 if is_lr_column(c) else 1e-3
+        sci = 1.0 if is_lr_column(c) or c in lr_columns else 1e-3
         out[c] = [format_value(v, missing=words[c], digits=digits, sci_below=sci) for v in values]
     return out
 
@@ -133,12 +136,13 @@ class Table:
     caption: str = ""
     index: bool = False
     digits: int = 3
+    lr_columns: Sequence[str] = ()
     text: pd.DataFrame = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.frame, pd.DataFrame):
             raise TypeError(f"table() takes a pandas DataFrame, got {type(self.frame).__name__}")
-        self.text = format_frame(self.frame, self.missing, self.digits)
+        self.text = format_frame(self.frame, self.missing, self.digits, self.lr_columns)
 
     def html(self) -> str:
         """Self-contained HTML (styles included): the same in a cell and in a widget."""
@@ -172,7 +176,7 @@ class Table:
 
 
 def table(df: pd.DataFrame, missing: Mapping[str, str] | str = "-", *, caption: str = "",
-          index: bool = False, digits: int = 3) -> Table:
+          index: bool = False, digits: int = 3, lr_columns: Sequence[str] = ()) -> Table:
     """Show ``df`` as a learner should read it (3 significant digits, words for missing values).
 
     Args:
@@ -181,8 +185,9 @@ def table(df: pd.DataFrame, missing: Mapping[str, str] | str = "-", *, caption: 
         caption: a line shown above the table.
         index: show the row labels (off by default: a RangeIndex means nothing to a reader).
         digits: significant digits of floats.
+        lr_columns: more columns to write like learning rates (see :func:`format_frame`).
 
     Returns:
         A :class:`Table` (HTML in JupyterLab, text in a terminal).
     """
-    return Table(df, missing=missing, caption=caption, index=index, digits=digits)
+    return Table(df, missing=missing, caption=caption, index=index, digits=digits, lr_columns=lr_columns)

@@ -144,7 +144,7 @@ class LRFinderWidget(widgets.VBox):
         plot_lr_find(result, ax=fig.subplots())
         fig.tight_layout()
         figure_to_image(fig, self.image)
-        self.table.value = table(result.summary(), index=True).html()
+        self.table.value = table(result.summary(), index=True, lr_columns=["seed_min", "seed_max"]).html()
         names = result.settings["group_names"]
         if len(names) > 1 and [v for _, v in self.controls["group"].options][1:] != names:
             current = self.controls["group"].value
