@@ -249,8 +249,9 @@ class RaceWidget(widgets.VBox):
         fig = Figure(figsize=(LAPTOP_WIDTH, 4.2))
         plot_race_panels(result, fig.subplots(1, 2))
         figure_to_image(fig, self.image)
-        self.table.value = table(result.summary(), missing={"steps_to_target": "never"}
-                                 if "steps_to_target" in result.summary() else "-").html()
+        summary = result.summary()
+        never = {c: "never" for c in summary.columns if c.startswith("steps_to_target")}  # NaN: not reached
+        self.table.value = table(summary, missing=never).html()
         return result
 
     def _on_click(self, _button) -> None:
