@@ -5,6 +5,7 @@ The compute API is importable from here; plots (``ftkit.viz.plots``) and widgets
 without a display or a kernel. ``freeze``/``unfreeze`` are imported from
 ``ftkit.models.freeze`` (a top-level ``ftkit.models.freeze`` function would hide the module).
 """
+from ftkit.analysis.diagnostics import audit
 from ftkit.analysis.features import extract_features, fit_feature_classifier
 from ftkit.data.catalogue import list_datasets, load_dataset
 from ftkit.lab.crossval import cross_validate
@@ -16,7 +17,7 @@ from ftkit.lab.sweep import sweep
 from ftkit.lr.finder import lr_find
 from ftkit.lr.groups import param_groups
 from ftkit.models.bn_stats import recompute_bn_stats
-from ftkit.models.freeze import audit, trainable_summary
+from ftkit.models.freeze import trainable_summary
 from ftkit.models.groups import layer_groups
 from ftkit.models.heads import find_head, replace_head
 from ftkit.models.predict import classify

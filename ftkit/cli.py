@@ -1,10 +1,16 @@
-"""The ``ftkit`` command: ``ftkit info`` and ``ftkit demo``."""
+"""The ``ftkit`` command: ``ftkit info`` and ``ftkit demo``.
+
+An error prints one line, ``ftkit <command>: error: <what is wrong and the fix>``,
+and exits with code 2, without a traceback; ``--debug`` shows the traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import sys
 import time
+from pathlib import Path
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -44,14 +50,28 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ftkit.lab.folders import write_race
+    from ftkit.lab.executors import dask_executor
+    from ftkit.lab.folders import RunFolderError, check_writable, create_run_dir, write_race
     from ftkit.lab.lr_rule import choose_lrs
     from ftkit.lab.race import STRATEGIES, make_strategies, race
     from ftkit.lab.specs import DataSpec
+    from ftkit.viz.plots import save_race_figure
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         print(f"error: unknown strategy {unknown}; choose from {list(STRATEGIES)}", file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 1:
+        print(f"error: --workers must be at least 1, not {args.workers}", file=sys.stderr)
+        return 2
+    if args.resume is not None and not (Path(args.resume) / "records").is_dir():
+        print(f"error: {args.resume} is not a run folder with records to resume; pass the folder an "
+              "interrupted `ftkit demo` printed (runs/demo-...)", file=sys.stderr)
+        return 2
+    try:
+        check_writable(args.resume or args.out)  # now, not after the whole race
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     data = DataSpec(args.data, n_per_class=args.n_per_class, image_size=args.image_size,
@@ -74,7 +94,18 @@ def _demo(args: argparse.Namespace) -> int:
     strategies = choice.apply(strategies)
     for s in strategies:
         print(f"  {s.name:<15} lr={s.lr:<8.0e} {s.description}")
-    result = race(strategies, data, seeds=args.seeds, progress=not args.quiet)
+    # Claimed now, filled as runs finish: an interrupted demo loses nothing (--resume FOLDER).
+    folder = Path(args.resume) if args.resume else create_run_dir(args.out, "demo")
+    print(f"  finished runs are recorded in {folder} as they complete (--resume {folder} finishes an "
+          "interrupted demo)")
+    if args.scheduler or args.workers:
+        print(f"  runs on {args.scheduler or f'a local Dask cluster of {args.workers} worker processes'}")
+        cluster = dask_executor(args.scheduler, workers=args.workers)
+    else:
+        cluster = contextlib.nullcontext(None)
+    with cluster as executor:
+        result = race(strategies, data, seeds=args.seeds, executor=executor, out=folder,
+                      resume=args.resume is not None, progress=not args.quiet)
     summary = result.summary()
     table = summary.assign(
         lr=[f"{v:.0e}" for v in summary.lr],
@@ -86,7 +117,7 @@ def _demo(args: argparse.Namespace) -> int:
     for r in result.runs[result.runs["stopped_reason"].notna()].itertuples():
         print(f"  note: {r.strategy} (seed {r.seed}) stopped early: {r.stopped_reason}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    folder = write_race(result, args.out, prefix="demo")
+    write_race(result, folder=folder, draw=save_race_figure)
     means = dict(zip(summary.strategy, summary.final_acc_mean))
     if "finetune" in means and "scratch" in means:
         gap = means["finetune"] - means["scratch"]
@@ -119,17 +150,63 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--holdout-frac", type=float, default=0.25,
                       help="fraction of each class's training images held out to choose the LRs on")
     demo.add_argument("--out", default="runs", help="folder for run folders (never overwritten)")
+    demo.add_argument("--resume", metavar="RUN_FOLDER", default=None,
+                      help="finish an interrupted demo: reuse the runs recorded in this run folder, run the rest")
+    where = demo.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run the runs on a Dask cluster (e.g. tcp://10.0.0.5:8786)")
+    where.add_argument("--workers", type=int, default=None,
+                       help="run the runs on a local Dask cluster of N worker processes (1 thread each)")
     demo.add_argument("--no-precise-bn", dest="precise_bn", action="store_false",
                       help="evaluate with BatchNorm's moving averages instead of statistics recomputed "
                            "for the current weights (shows why scratch collapses to one class)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    for command in (info, demo):  # also after the command: `ftkit demo --debug`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error")
     return parser
+
+
+class UsageError(ValueError):
+    """Arguments that parse but make no sense together (checked before any work starts)."""
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.command != "demo":
+        return
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        raise UsageError(
+            f"--seeds {' '.join(map(str, args.seeds))} repeats {', '.join(map(str, repeated))}: a "
+            "repeated seed is the same run twice and makes the spread look smaller than it is; "
+            "give distinct seeds, e.g. --seeds 0 1 2")
+    for flag in ("n_per_class", "val_per_class", "image_size", "epochs", "batch_size", "eval_every"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    from ftkit.models.zoo import check_backbone_name
+
+    check_backbone_name(args.backbone)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if isinstance(err, UsageError) else f"{type(err).__name__}: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        _check_args(args)
+        return args.func(args)
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"ftkit {args.command}: error: {_one_line(err)} (add --debug to see the traceback)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -41,10 +41,10 @@ def test_liveplot_updates_one_display_in_a_notebook(data, monkeypatch):
 
 
 def test_stop_training_lives_beside_the_protocol(data):
-    import ftkit.training.loop
+    import ftkit.training.engine
     from ftkit.training.callbacks import StopTraining
 
-    assert ftkit.training.loop.StopTraining is StopTraining  # the one fit catches
+    assert ftkit.training.engine.StopTraining is StopTraining  # the one fit's loop catches
 
     class StopAt2:
         def on_step(self, history, row):

@@ -19,6 +19,7 @@ from ftkit.lab.specs import DataSpec, ModelSpec, Strategy
 from ftkit.models.freeze import trainable_summary
 from ftkit.models.heads import find_head
 from ftkit.training.spec import TrainSpec
+from ftkit.viz.plots import save_race_figure
 from ftkit.viz.widgets import race_widget
 
 
@@ -106,8 +107,8 @@ def test_bad_arguments_are_refused_before_any_work():
 
 
 def test_run_folders_are_complete_and_never_overwritten(tiny_race, tmp_path):
-    first = write_race(tiny_race, tmp_path, prefix="demo")
-    second = write_race(tiny_race, tmp_path, prefix="demo")
+    first = write_race(tiny_race, tmp_path, prefix="demo", draw=save_race_figure)
+    second = write_race(tiny_race, tmp_path, prefix="demo", draw=save_race_figure)
     assert first != second
     for folder in (first, second):
         assert {p.name for p in folder.iterdir()} == {"curves.csv", "runs.csv", "steps.csv", "summary.csv",
@@ -124,7 +125,7 @@ def test_a_failing_write_leaves_nothing(tiny_race, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ftkit.viz.plots, "plot_race", boom)
     with pytest.raises(RuntimeError, match="plot failed"):
-        write_race(tiny_race, tmp_path)
+        write_race(tiny_race, tmp_path, draw=save_race_figure)
     assert list(tmp_path.iterdir()) == []
 
 

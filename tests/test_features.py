@@ -1,6 +1,9 @@
 """Tests for ftkit.analysis.features: extracted vectors against hand-computed ones, the
-cache (hits cost no forward pass, weight changes invalidate), classifiers."""
+cache (hits cost no forward pass, weight changes invalidate, stale or corrupt entries are
+recomputed, bounds in bytes), classifiers."""
 import os
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -11,14 +14,17 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ftkit.analysis.features import (
+    FeatureCache,
     Features,
     TorchProbe,
     clear_feature_cache,
     configure_feature_cache,
     data_fingerprint,
+    default_feature_cache,
     extract_features,
     feature_cache_info,
     fit_feature_classifier,
+    set_default_feature_cache,
     weights_hash,
 )
 from ftkit.core.torchutil import get_module
@@ -53,23 +59,28 @@ def tiny(seed=0):
 
 
 class ForwardCounter:
-    """Counts real forward passes of a module (find_head's data-free meta trace is not one)."""
+    """Counts real forward passes of a model (find_head's data-free meta trace is not one).
 
-    def __init__(self, module):
+    It wraps ``forward`` on the instance rather than adding a hook: extract_features refuses to
+    cache a model with forward hooks, since a hook can change the features."""
+
+    def __init__(self, model):
         self.n = 0
-        module.register_forward_pre_hook(self)
+        inner = model.forward
 
-    def __call__(self, module, args):
-        if not args[0].is_meta:
-            self.n += 1
+        def counted(x):
+            if not x.is_meta:
+                self.n += 1
+            return inner(x)
+        model.forward = counted
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_feature_cache()
-    configure_feature_cache(max_items=8, cache_dir=None)
+def _fresh_cache(monkeypatch):
+    monkeypatch.delenv("FTKIT_FEATURE_CACHE", raising=False)
+    set_default_feature_cache(None)  # the next use makes a fresh one from the (cleaned) environment
     yield
-    clear_feature_cache()
+    set_default_feature_cache(None)
 
 
 @pytest.fixture(scope="module")
@@ -166,17 +177,17 @@ def test_second_identical_call_runs_no_forward_pass(data):
 def test_changed_weights_layer_or_data_make_a_new_key(data):
     model = tiny()
     counter = ForwardCounter(model)
-    a = extract_features(model, data, "features", device="cpu")
+    a = extract_features(model, data, "features", batch_size=60, device="cpu")
     with torch.no_grad():
         model.features[0].weight.mul_(2.0)
-    b = extract_features(model, data, "features", device="cpu")
+    b = extract_features(model, data, "features", batch_size=60, device="cpu")
     assert counter.n == 2 and b.key != a.key and not np.allclose(a.X, b.X)
     with torch.no_grad():
         model.features[1].running_var.add_(1.0)  # a buffer counts as weights too
-    c = extract_features(model, data, "features", device="cpu")
+    c = extract_features(model, data, "features", batch_size=60, device="cpu")
     assert counter.n == 3 and c.key != b.key
-    d = extract_features(model, data, "features.0", device="cpu")
-    e = extract_features(model, Quadrants(60, seed=1), "features", device="cpu")
+    d = extract_features(model, data, "features.0", batch_size=60, device="cpu")
+    e = extract_features(model, Quadrants(60, seed=1), "features", batch_size=60, device="cpu")
     assert counter.n == 5 and len({a.key, b.key, c.key, d.key, e.key}) == 5
 
 
@@ -199,31 +210,35 @@ def test_data_key_uses_fingerprint_or_content(data):
     assert data_fingerprint(Quadrants(60, seed=0, shift=0.6)) != data_fingerprint(data)
     model = tiny()
     counter = ForwardCounter(model)
-    extract_features(model, data, "features", device="cpu")
-    extract_features(model, Quadrants(60, seed=0), "features", device="cpu")
+    extract_features(model, data, "features", batch_size=60, device="cpu")
+    extract_features(model, Quadrants(60, seed=0), "features", batch_size=60, device="cpu")
     assert counter.n == 1
 
 
-def test_lru_keeps_max_items(data):
-    configure_feature_cache(max_items=2)
+def test_memory_lru_is_bounded_in_bytes(data):
+    one = 60 * 8 * 4 + 60 * 8  # X (60, 8) float32 + y (60,) int64, for every layer below
+    configure_feature_cache(memory_bytes=2 * one)
     model = tiny()
     counter = ForwardCounter(model)
-    for layer in ["features.0", "features.1", "features"]:
+    for layer in ["features.0", "features.1", "features.2"]:
         extract_features(model, data, layer, batch_size=60, device="cpu")
-    assert feature_cache_info()["items"] == 2
-    extract_features(model, data, "features", batch_size=60, device="cpu")  # newest: kept
+    info = feature_cache_info()
+    assert info["items"] == 2 and info["memory_used"] == 2 * one and info["evicted_memory"] == 1
+    extract_features(model, data, "features.2", batch_size=60, device="cpu")  # newest: kept
     assert counter.n == 3
     extract_features(model, data, "features.0", batch_size=60, device="cpu")  # oldest: dropped
     assert counter.n == 4
+    configure_feature_cache(memory_bytes=one - 1)  # smaller than one entry: nothing is kept
+    assert feature_cache_info()["items"] == 0
 
 
 def test_disk_cache_is_written_atomically_and_reused(data, tmp_path):
     model = tiny()
     counter = ForwardCounter(model)
-    a = extract_features(model, data, "features", device="cpu", cache=tmp_path)
+    a = extract_features(model, data, "features", batch_size=60, device="cpu", cache=tmp_path)
     assert os.listdir(tmp_path) == [f"{a.key}.npz"]
     clear_feature_cache()  # a new session: memory is empty, the file remains
-    b = extract_features(model, data, "features", device="cpu", cache=tmp_path)
+    b = extract_features(model, data, "features", batch_size=60, device="cpu", cache=tmp_path)
     assert counter.n == 1 and feature_cache_info()["disk_hits"] == 1
     assert np.array_equal(a.X, b.X) and np.array_equal(a.y, b.y) and (b.layer, b.hook) == ("features", "output")
 
@@ -231,9 +246,153 @@ def test_disk_cache_is_written_atomically_and_reused(data, tmp_path):
 def test_cache_false_always_recomputes(data):
     model = tiny()
     counter = ForwardCounter(model)
-    extract_features(model, data, "features", device="cpu", cache=False)
-    extract_features(model, data, "features", device="cpu", cache=False)
+    extract_features(model, data, "features", batch_size=60, device="cpu", cache=False)
+    extract_features(model, data, "features", batch_size=60, device="cpu", cache=False)
     assert counter.n == 2 and feature_cache_info()["items"] == 0
+
+
+# ---------------------------------------------------------------- the cache object (issue 8 item 6)
+
+def test_a_cache_object_can_be_passed_in_and_the_default_reads_the_environment_late(data, tmp_path,
+                                                                                      monkeypatch):
+    own = FeatureCache(memory_bytes=10**6)
+    model = tiny()
+    counter = ForwardCounter(model)
+    a = extract_features(model, data, "features", batch_size=60, device="cpu", cache=own)
+    b = extract_features(model, data, "features", batch_size=60, device="cpu", cache=own)
+    assert counter.n == 1 and own.info()["hits"] == 1 and np.array_equal(a.X, b.X)
+    assert feature_cache_info()["hits"] == feature_cache_info()["misses"] == 0  # the default one was not used
+    # the environment is read when the default instance is first made, not at import
+    set_default_feature_cache(None)
+    monkeypatch.setenv("FTKIT_FEATURE_CACHE", str(tmp_path / "env-cache"))
+    monkeypatch.setenv("FTKIT_FEATURE_CACHE_BYTES", "12345")
+    assert default_feature_cache().cache_dir == tmp_path / "env-cache"
+    assert default_feature_cache().disk_bytes == 12345
+    with pytest.raises(ValueError, match="memory_bytes"):
+        FeatureCache(memory_bytes=-1)
+    with pytest.raises(TypeError, match="FeatureCache"):
+        extract_features(model, data, "features", device="cpu", cache=3)
+
+
+def _one_file(folder):
+    files = list(folder.glob("*.npz"))
+    assert len(files) == 1
+    return files[0]
+
+
+def test_wrong_shaped_file_under_the_right_key_is_recomputed_with_a_warning(data, tmp_path):
+    model = tiny()
+    a = extract_features(model, data, device="cpu", cache=FeatureCache(tmp_path))
+    path = _one_file(tmp_path)
+    np.savez(path, X=a.X[:3], y=a.y[:3], layer=a.layer, key=a.key, hook=a.hook)  # 3 rows for 60 items
+    with pytest.warns(UserWarning, match="3 rows for a data set of 60"):
+        b = extract_features(model, data, device="cpu", cache=FeatureCache(tmp_path))
+    assert b.X.shape == (60, 32) and np.array_equal(a.X, b.X)
+    np.savez(path, X=a.X[:, :5], y=a.y, layer=a.layer, key=a.key, hook=a.hook)  # the head takes 32 values
+    with pytest.warns(UserWarning, match="5 values where the layer gives 32"):
+        extract_features(model, data, device="cpu", cache=FeatureCache(tmp_path))
+    np.savez(path, X=a.X.astype(np.float64), y=a.y, layer=a.layer, key=a.key, hook=a.hook)
+    with pytest.warns(UserWarning, match="dtypes"):
+        extract_features(model, data, device="cpu", cache=FeatureCache(tmp_path))
+    np.savez(path, X=a.X, y=(a.y + 1) % 4, layer=a.layer, key=a.key, hook=a.hook)
+    with pytest.warns(UserWarning, match="labels differ"):
+        extract_features(model, data, device="cpu", cache=FeatureCache(tmp_path))
+    fresh = FeatureCache(tmp_path)  # the recomputed file replaced the bad one: a clean hit now
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = extract_features(model, data, device="cpu", cache=fresh)
+    assert fresh.info()["disk_hits"] == 1 and np.array_equal(a.X, c.X)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"not a zip file", b"PK\x03\x04truncated"], ids=["empty", "text", "zip"])
+def test_corrupt_cache_file_is_recomputed_with_a_warning(data, tmp_path, garbage):
+    model = tiny()
+    a = extract_features(model, data, "features", device="cpu", cache=FeatureCache(tmp_path))
+    path = _one_file(tmp_path)
+    path.write_bytes(garbage)
+    cache = FeatureCache(tmp_path)
+    with pytest.warns(UserWarning, match="cannot be read"):
+        b = extract_features(model, data, "features", device="cpu", cache=cache)
+    assert np.array_equal(a.X, b.X) and cache.info()["rejected"] == 1 and cache.info()["misses"] == 1
+    assert path.stat().st_size > 100  # rewritten
+
+
+def test_a_model_with_forward_hooks_is_not_cached(data):
+    model = tiny()
+    plain = extract_features(model, data, "features", device="cpu")
+    handle = model.features[0].register_forward_hook(lambda m, args, out: out * 2)  # changes the features
+    with pytest.warns(UserWarning, match="forward hooks on features.0"):
+        hooked = extract_features(model, data, "features", device="cpu")
+    assert not np.allclose(plain.X, hooked.X)
+    info = feature_cache_info()
+    assert (info["hits"], info["misses"], info["items"]) == (0, 1, 1)  # the hooked call neither read nor stored
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extract_features(model, data, "features", device="cpu", cache=False)  # cache=False: no warning
+    handle.remove()
+    assert np.array_equal(extract_features(model, data, "features", device="cpu").X, plain.X)
+    assert feature_cache_info()["hits"] == 1
+
+
+def _image_folder(root, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_images_replaced_on_disk_make_a_new_key(tmp_path):
+    from PIL import Image
+
+    from ftkit.data.catalogue import load_dataset
+
+    folder = _image_folder(tmp_path / "imgs")
+    images = load_dataset(folder, "train", image_size=16)
+    model = tiny()
+    a = extract_features(model, images, "features", device="cpu")
+    b = extract_features(model, images, "features", device="cpu")
+    assert b.key == a.key and feature_cache_info()["hits"] == 1
+    time.sleep(0.01)
+    victim = folder / "cat" / "0.png"
+    Image.fromarray(np.full((20, 20, 3), 255, np.uint8)).save(victim)  # same name, new pixels
+    c = extract_features(model, images, "features", device="cpu")  # same dataset object
+    assert c.key != a.key and not np.allclose(a.X, c.X)
+    sub = Subset(images, [0, 1])
+    assert extract_features(model, sub, "features", device="cpu").X.shape == (2, 8)
+
+
+def test_disk_cache_is_bounded_in_bytes_least_recently_used_first(data, tmp_path):
+    model = tiny()
+    cache = FeatureCache(tmp_path)
+    a = extract_features(model, data, "features.0", device="cpu", cache=cache)
+    size = _one_file(tmp_path).stat().st_size
+    cache.disk_bytes = 2 * size
+    b = extract_features(model, data, "features.1", device="cpu", cache=cache)
+    cache.clear()
+    os.utime(tmp_path / f"{b.key}.npz", ns=(1, 1))   # b: long unused
+    extract_features(model, data, "features.0", device="cpu", cache=cache)  # a: a disk hit, marked as used
+    c = extract_features(model, data, "features.2", device="cpu", cache=cache)  # a third file: b must go
+    assert sorted(p.stem for p in tmp_path.glob("*.npz")) == sorted([a.key, c.key])
+    assert cache.info()["evicted_files"] == 1
+
+
+def test_a_cache_hit_does_not_trace_the_model_again(data, monkeypatch):
+    import ftkit.analysis.features as features
+
+    calls = []
+    real = features.find_head_block
+    monkeypatch.setattr(features, "find_head_block", lambda m: calls.append(1) or real(m))
+    model = tiny()
+    for _ in range(3):
+        extract_features(model, data, device="cpu")
+    assert len(calls) == 1 and feature_cache_info()["hits"] == 2
+    replace_head(model, 4)  # a new module: traced again
+    extract_features(model, data, device="cpu")
+    assert len(calls) == 2
 
 
 # ---------------------------------------------------------------- classifiers

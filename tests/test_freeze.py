@@ -7,9 +7,10 @@ import torch
 import torchvision
 from torch import nn
 
+from ftkit.analysis.diagnostics import audit
 from ftkit.core.torchutil import get_module
 from ftkit.lr.groups import param_groups
-from ftkit.models.freeze import audit, freeze, trainable_summary, unfreeze
+from ftkit.models.freeze import freeze, trainable_summary, unfreeze
 from ftkit.models.heads import find_head, replace_head
 from ftkit.training.optim import group_names
 

@@ -239,7 +239,7 @@ def test_sweep_keeps_group_ratios():
     np.testing.assert_array_equal(result.group_lrs["head"], head)
     np.testing.assert_array_equal(result.group_lrs["body"], body)
     np.testing.assert_array_equal(result.lrs, head)
-    assert result.settings["reference_group"] == "head"
+    assert result.settings.reference_group == "head"
     assert result.lrs_for(1e-3) == pytest.approx({"body": 1e-4, "head": 1e-3})
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-2]
 
@@ -353,7 +353,7 @@ def test_matches_hand_written_loop(step_mode):
     np.testing.assert_allclose(result.lrs, lrs, rtol=1e-12)
     np.testing.assert_allclose(result.train_losses[0], ref_train, rtol=1e-6)
     np.testing.assert_allclose(result.losses[0], ref_val, rtol=1e-5)
-    assert result.settings["mode"] == "val"
+    assert result.settings.mode == "val"
     # bias-corrected EMA in closed form: sum_k (1-b) b^(t-k) x_k / (1 - b^t)
     b, x = 0.98, np.asarray(ref_val)
     closed = [sum((1 - b) * b ** (t - k) * x[k - 1] for k in range(1, t + 1)) / (1 - b**t)
@@ -443,7 +443,7 @@ def test_cuda_model_snapshot_on_cpu_and_restore_exact():
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     result = lr_find(model, data, optimizer=opt, device="cuda", num_iter=10, batch_size=8)
-    assert result.settings["device"].startswith("cuda")
+    assert result.settings.device.startswith("cuda")
     assert_restored(before, model, opt)
     assert all(torch.equal(a, b) for a, b in zip(cuda_rng, torch.cuda.get_rng_state_all()))
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -513,7 +513,7 @@ def test_widget_runs_without_a_kernel():
     w.controls["group"].value = "head"
     w.controls["seeds"].value = 2
     result = w.run()
-    assert w.result is result and result.settings["group"] == "head" and result.losses.shape[0] == 2
+    assert w.result is result and result.settings.group == "head" and result.losses.shape[0] == 2
     assert w.image.value[:8] == b"\x89PNG\r\n\x1a\n" and "valley" in w.table.value
     assert_restored(before, model, opt)
     w.controls["start_lr"].value, w.controls["end_lr"].value = 1e-1, 1e-3
@@ -575,18 +575,16 @@ def test_param_groups_of_another_model_are_rejected_as_in_fit():
     assert_same_tensors(before["params"], capture(b, torch.optim.SGD(b.parameters(), lr=0.1))["params"])
 
 
-def test_lr_find_uses_the_shared_helpers(monkeypatch):
-    """Seeding, validation loss, mode save/restore and moving optimizer state each have one
-    implementation (``ftkit.core.torchutil``, ``ftkit.training.loop``, ``ftkit.core.runtime``,
-    ``ftkit.training.optim``)."""
-    import ftkit.core.runtime
+def test_lr_find_runs_on_fits_loop(monkeypatch):
+    """One loop: every sweep step is a ``TrainLoop.train_step`` (fit's), seeded by the one
+    helper (``ftkit.core.state.seeded``); validation loss and moving optimizer state are fit's."""
     import ftkit.core.state
     import ftkit.lr.finder as lr_finder
+    import ftkit.training.engine
     import ftkit.training.loop
     import ftkit.training.optim
-    from ftkit.core.torchutil import seed_everything
 
-    calls = {"seed": [], "evaluate": 0, "save_modes": 0, "restore_modes": 0}
+    calls = {"seed": [], "evaluate": 0, "steps": 0}
 
     def spy(name, fn):
         def wrapper(*args, **kwargs):
@@ -594,21 +592,22 @@ def test_lr_find_uses_the_shared_helpers(monkeypatch):
             return fn(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(lr_finder, "seed_everything",
-                        lambda seed, **kw: (calls["seed"].append((seed, kw)), seed_everything(seed, **kw)))
-    monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.training.loop.evaluate_loader))
-    for module in (lr_finder, ftkit.core.state):
-        monkeypatch.setattr(module, "save_modes", spy("save_modes", ftkit.core.runtime.save_modes))
-        monkeypatch.setattr(module, "restore_modes", spy("restore_modes", ftkit.core.runtime.restore_modes))
+    real_seeded = ftkit.core.state.seeded
+    monkeypatch.setattr(ftkit.training.engine, "seeded",
+                        lambda seed, device: (calls["seed"].append((seed, str(device))), real_seeded(seed, device))[1])
+    monkeypatch.setattr(lr_finder, "evaluate_loader", spy("evaluate", ftkit.training.engine.evaluate_loader))
+    monkeypatch.setattr(ftkit.training.engine.TrainLoop, "train_step",
+                        spy("steps", ftkit.training.engine.TrainLoop.train_step))
+    assert lr_finder.TrainLoop is ftkit.training.loop.TrainLoop  # fit's loop
     assert lr_finder.optimizer_to is ftkit.training.optim.optimizer_to
     assert lr_finder.build_optimizer is ftkit.training.optim.build_optimizer
 
     val = images(10, seed=2)
     lr_find(tiny_cnn(), images(), optimizer="sgd", val_data=val, seeds=2, num_iter=4, batch_size=8,
             diverge_factor=None)
-    assert calls["seed"] == [(0, {"cuda": False}), (1, {"cuda": False})]  # CPU sweep: CUDA RNGs untouched
+    assert calls["seed"] == [(0, "cpu"), (1, "cpu")]  # CPU sweep: CUDA RNGs untouched
+    assert calls["steps"] == 2 * 4
     assert calls["evaluate"] == 2 * 4  # the validation loss after each step
-    assert calls["save_modes"] == 2 and calls["restore_modes"] == 3  # snapshot and sweep modes; 2nd seed; end
 
 
 def test_widget_group_names_are_unique_as_lr_find_names_them():
@@ -621,4 +620,67 @@ def test_widget_group_names_are_unique_as_lr_find_names_them():
     assert [v for _, v in w.controls["group"].options][1:] == ["x", "x_2"]
     w.controls["group"].value = "x_2"
     result = w.run()
-    assert result.settings["reference_group"] == "x_2" and result.settings["group_names"] == ["x", "x_2"]
+    assert result.settings.reference_group == "x_2" and result.settings.group_names == ("x", "x_2")
+
+
+def test_lr_find_trains_with_fits_precision_and_guard():
+    """On fit's loop, amp=True runs the sweep under bf16 autocast (as fit would train), and a
+    NaN loss is caught by fit's guard before the step: the sweep ends "diverged" with the
+    diverged step recorded as NaN, and the model comes back exactly."""
+    model, data = tiny_cnn(), images()
+    seen = []
+    model.conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    lr_find(model, data, optimizer="sgd", num_iter=4, batch_size=8, amp=True, device="cpu")
+    assert seen and set(seen) == {torch.bfloat16}
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = capture(model, opt)
+
+    calls = []
+
+    def nan_at_3(out, y):
+        calls.append(1)
+        loss = nn.functional.cross_entropy(out, y)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    result = lr_find(model, data, optimizer=opt, criterion=nan_at_3, num_iter=10, batch_size=8,
+                     diverge_factor=None, device="cpu")
+    assert result.endings == ["diverged"] and result.lrs.size == 3
+    assert np.isnan(result.train_losses[0, 2]) and np.isfinite(result.train_losses[0, :2]).all()
+    assert_restored(before, model, opt)
+
+
+def test_lr_find_takes_the_train_spec_it_is_for():
+    """A TrainSpec gives the sweep its optimizer (momentum, weight decay), batch size, device and
+    precision; explicit arguments win; the result says what ran."""
+    from ftkit.training.spec import TrainSpec
+
+    kw = dict(num_iter=6, diverge_factor=None, device="cpu")
+    spec = TrainSpec(optimizer="sgd", momentum=0.5, batch_size=8, lr=123.0)
+    by_spec = lr_find(tiny_cnn(), images(), spec=spec, **kw)
+    model = tiny_cnn()
+    by_args = lr_find(model, images(), optimizer=torch.optim.SGD(model.parameters(), lr=1e-7, momentum=0.5),
+                      batch_size=8, **kw)
+    np.testing.assert_array_equal(by_spec.train_losses, by_args.train_losses)
+    assert by_spec.settings.batch_size == 8
+    assert lr_find(tiny_cnn(), images(), spec=spec, batch_size=16, **kw).settings.batch_size == 16
+
+
+def test_channels_last_sweep_gives_the_storage_back(monkeypatch):
+    """With channels_last (CUDA + amp), the sweep trains the model in that format, as fit does,
+    and hands back the very same storage. Forced on here so that the CPU checks it."""
+    import ftkit.lr.finder as lr_finder
+    from ftkit.core.runtime import Runtime
+
+    monkeypatch.setattr(lr_finder, "resolve_runtime",
+                        lambda dev, amp: Runtime(torch.device("cpu"), amp=False, channels_last=True))
+    model, data = tiny_cnn(), images()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = capture(model, opt)
+    formats = []
+    model.conv.register_forward_pre_hook(
+        lambda m, i: formats.append(m.weight.is_contiguous(memory_format=torch.channels_last)))
+    lr_find(model, data, optimizer=opt, num_iter=4, batch_size=8, diverge_factor=None)
+    assert formats and all(formats)
+    assert model.conv.weight.is_contiguous()
+    assert_restored(before, model, opt)

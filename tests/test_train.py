@@ -306,7 +306,7 @@ def test_huge_lr_stops_with_warning_at_last_good_weights(data):
     rec = Recorder(model)
     with pytest.warns(RuntimeWarning, match="fit\\(\\) stopped"):
         h = fit(model, data[0], data[1], epochs=3, lr=1e20, callbacks=[rec], **FAST)
-    assert "loss became" in h.stopped_reason or "non-finite" in h.stopped_reason
+    assert any(w in h.stopped_reason for w in ("loss became", "non-finite", "exploded", "validation loss"))
     assert not h.interrupted
     n = len(h.steps)
     assert 1 <= n < 18
@@ -507,3 +507,40 @@ def test_evaluate_loader_with_and_without_a_criterion(data):
     assert model.training and not model.features[1].training and model.fc.training
     with pytest.raises(ValueError, match="no samples"):
         evaluate_loader(model, [], rt)
+
+
+# ---------------------------------------------------------------- TrainSpec and warm-up
+
+def test_fit_with_a_spec_equals_the_old_keywords(data):
+    from ftkit.training.spec import TrainSpec
+
+    kw = dict(optimizer="adam", lr=3e-3, schedule="cosine", batch_size=48, max_steps=6, precise_bn=False)
+    a, b, c = tiny(), tiny(), tiny()
+    h_kw = fit(a, data[0], data[1], seed=2, **kw, **FAST)
+    h_spec = fit(b, data[0], data[1], TrainSpec(**kw), seed=2, **FAST)
+    h_over = fit(c, data[0], data[1], TrainSpec(**{**kw, "lr": 1.0}), seed=2, lr=3e-3, **FAST)
+    assert h_kw.steps == h_spec.steps == h_over.steps
+    assert [r["val_loss"] for r in h_kw.evals] == [r["val_loss"] for r in h_spec.evals]
+    assert_same_state(state(a), state(b))
+    with pytest.raises(TypeError, match="TrainSpec's fields"):
+        fit(tiny(), data[0], learning_rate=0.1, **FAST)
+    assert len(fit(tiny(), data[0], None, 2, batch_size=96, **FAST).epochs) == 2  # old positional epochs
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "step", "onecycle"])
+def test_warmup_is_linear_then_the_schedule_over_the_rest(data, schedule):
+    model = tiny()
+    groups = [{"params": model.features.parameters(), "lr": 0.01, "name": "body"},
+              {"params": model.fc.parameters(), "lr": 0.1, "name": "head"}]
+    T, frac = 12, 0.25  # W = 3 warm-up steps, then the schedule over 9
+    h = fit(model, data[0], param_groups=groups, optimizer="sgd", schedule=schedule, warmup_frac=frac,
+            max_steps=T, batch_size=48, **FAST)
+    steps = h.step_frame()
+    W = 3
+    for name, base in [("body", 0.01), ("head", 0.1)]:
+        expected = [base * (t + 1) / W for t in range(W)]
+        expected += [CLOSED_FORMS[schedule](t, T - W, base) for t in range(T - W)]
+        np.testing.assert_allclose(steps[f"lr/{name}"], expected, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(steps["lr/head"] / steps["lr/body"], 10.0, rtol=1e-12)
+    assert h.config["warmup_frac"] == frac
+    assert all(g["lr"] in (0.01, 0.1) for g in groups)  # dicts untouched; the optimizer's groups are fit's

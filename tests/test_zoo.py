@@ -4,6 +4,7 @@ Every test runs with an empty temporary torch hub cache, so it neither depends
 on nor writes to the user's cache. The network is blocked by conftest.py.
 """
 import hashlib
+import io
 import os
 import sys
 import time
@@ -182,20 +183,33 @@ def test_ftkit_offline_never_tries_to_download(monkeypatch):
         load_backbone("resnet18", allow_download=False)
 
 
-def _fake_resnet18_download(calls):
+def _resnet18_bytes() -> bytes:
+    """A random-init resnet18 state dict as torch.save writes it (the same bytes every call)."""
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.save(torchvision.models.resnet18().state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def _fake_resnet18_download(calls, payload: bytes):
     def download(url, dst):
         calls.append((url, Path(dst)))
-        torch.manual_seed(0)
-        torch.save(torchvision.models.resnet18().state_dict(), dst)
+        Path(dst).write_bytes(payload)
     return download
 
 
 def test_download_path_fetches_into_cache_and_loads(hub_dir, monkeypatch):
+    # The cached file must match the sha256 prefix in its name, so the test's
+    # stand-in weights get a name carrying their own hash.
+    payload = _resnet18_bytes()
+    dst = hub_dir / "checkpoints" / f"resnet18-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
+    url = torchvision.models.ResNet18_Weights.DEFAULT.url
+    real_hub_file = zoo._hub_file
+    monkeypatch.setattr(zoo, "_hub_file", lambda w: dst if w.url == url else real_hub_file(w))
     calls = []
-    monkeypatch.setattr(zoo, "_download", _fake_resnet18_download(calls))
+    monkeypatch.setattr(zoo, "_download", _fake_resnet18_download(calls, payload))
     bb = load_backbone("resnet18")
-    dst = hub_dir / "checkpoints" / "resnet18-f37072fd.pth"
-    assert calls == [(torchvision.models.ResNet18_Weights.DEFAULT.url, dst)]
+    assert calls == [(url, dst)]
     expected = torch.load(dst, weights_only=True)
     assert all(torch.equal(v, expected[k]) for k, v in bb.model.state_dict().items())
     assert bb.pretrained and "downloaded" in bb.source and not bb.model.training
@@ -211,8 +225,7 @@ def test_download_path_fetches_into_cache_and_loads(hub_dir, monkeypatch):
 def test_truncated_cached_file_gives_weights_error(hub_dir):
     dst = hub_dir / "checkpoints" / "resnet18-f37072fd.pth"
     dst.parent.mkdir(parents=True)
-    _fake_resnet18_download([])(None, dst)
-    dst.write_bytes(dst.read_bytes()[:1000])
+    dst.write_bytes(_resnet18_bytes()[:1000])
     with pytest.raises(WeightsError, match="truncated") as info:
         load_backbone("resnet18")
     assert str(dst) in str(info.value)

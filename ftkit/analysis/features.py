@@ -1,9 +1,12 @@
 """Feature extraction (run the frozen network once, keep the vectors) and
 classifiers trained on those vectors: transfer method (b) of the course.
 
-Extraction is cached: the key is a hash of the model's architecture and
-weights, the data's fingerprint and the layer, so a second identical call
-costs no forward pass, and changing any weight (fine-tuning!) makes a new key.
+Extraction is cached (:class:`~ftkit.analysis.feature_cache.FeatureCache`):
+the key is a hash of the model's architecture and weights, the data's
+fingerprint (for image folders also every file's size and modification time),
+the layer and the precision, so a second identical call costs no forward pass,
+and changing any weight (fine-tuning!) or any image makes a new key. A model
+with forward hooks (which can change what a layer outputs) is never cached.
 
 >>> train_f = extract_features(model, train)           # doctest: +SKIP
 >>> clf = fit_feature_classifier(train_f, "logistic")  # doctest: +SKIP
@@ -13,9 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
+import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -23,108 +25,54 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ftkit.core.runtime import resolve_runtime, restore_modes, save_modes
-from ftkit.core.torchutil import atomic_path, get_module
+from ftkit.analysis.feature_cache import (
+    Expected,
+    FeatureCache,
+    Features,
+    default_feature_cache,
+    set_default_feature_cache,
+)
+from ftkit.core.runtime import resolve_runtime
+from ftkit.core.state import preserved_modes
+from ftkit.core.torchutil import get_module
 from ftkit.models.heads import find_head_block
+
+__all__ = ["Features", "FeatureCache", "default_feature_cache", "set_default_feature_cache",
+           "configure_feature_cache", "feature_cache_info", "clear_feature_cache", "weights_hash",
+           "data_fingerprint", "extract_features", "TorchProbe", "fit_feature_classifier", "CLASSIFIERS"]
 
 CLASSIFIERS = ("logistic", "svm", "linear", "mlp")
 
 
-@dataclass
-class Features:
-    """Extracted feature vectors.
+# ---------------------------------------------------------------- the default cache
 
-    Attributes:
-        X: ``(N, D)`` float32, one row per item of the data set, in order.
-        y: ``(N,)`` int64 labels.
-        layer: qualified name of the layer the features come from.
-        key: the cache key (hex) these features are stored under.
-        hook: "output" (what ``layer`` returns) or "input" (what enters it:
-            for the head block, the body's features).
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    layer: str
-    key: str
-    hook: str = "output"
-
-    @property
-    def xy(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(X, y)``, e.g. for ``clf.score(*features.xy)``."""
-        return self.X, self.y
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    def __repr__(self) -> str:
-        return (f"Features(N={self.X.shape[0]}, D={self.X.shape[1]}, layer={self.layer!r}, "
-                f"hook={self.hook!r}, key={self.key[:12]!r})")
-
-
-# ---------------------------------------------------------------- cache
-
-_MEMORY: OrderedDict[str, Features] = OrderedDict()
-_STATS = {"hits": 0, "disk_hits": 0, "misses": 0, "forward_batches": 0}
-_SETTINGS: dict[str, Any] = {"max_items": 8, "cache_dir": os.environ.get("FTKIT_FEATURE_CACHE") or None}
-
-
-def configure_feature_cache(*, max_items: int | None = None,
+def configure_feature_cache(*, memory_bytes: int | None = None, disk_bytes: int | None = None,
                             cache_dir: str | os.PathLike | None | bool = False) -> dict:
-    """Set the in-memory LRU size and/or the default on-disk cache folder.
+    """Change the default cache (:func:`default_feature_cache`): its bounds and/or its folder.
 
     Args:
-        max_items: feature sets kept in memory (least recently used dropped first).
+        memory_bytes: bound on the feature arrays kept in memory.
+        disk_bytes: bound on the ``.npz`` files in the folder.
         cache_dir: a folder for ``<key>.npz`` files; None turns the disk cache
-            off; False (default) leaves the setting as it is. The environment
-            variable ``FTKIT_FEATURE_CACHE`` sets the initial folder.
+            off; False (default) leaves the setting as it is.
     """
-    if max_items is not None:
-        if max_items < 0:
-            raise ValueError(f"max_items must be >= 0, not {max_items}")
-        _SETTINGS["max_items"] = int(max_items)
-        _trim()
-    if cache_dir is not False:
-        _SETTINGS["cache_dir"] = None if cache_dir is None else str(cache_dir)
-    return feature_cache_info()
+    cache = default_feature_cache()
+    new = FeatureCache(cache.cache_dir if cache_dir is False else cache_dir,
+                       memory_bytes=cache.memory_bytes if memory_bytes is None else memory_bytes,
+                       disk_bytes=cache.disk_bytes if disk_bytes is None else disk_bytes)
+    cache.cache_dir, cache.memory_bytes, cache.disk_bytes = new.cache_dir, new.memory_bytes, new.disk_bytes
+    cache._trim_memory()
+    return cache.info()
 
 
 def feature_cache_info() -> dict:
-    """Counters: hits, disk_hits, misses, forward_batches (model forward calls
-    made by :func:`extract_features`), items in memory, max_items, cache_dir."""
-    return {**_STATS, "items": len(_MEMORY), **_SETTINGS}
+    """The default cache's counters and settings (:meth:`FeatureCache.info`)."""
+    return default_feature_cache().info()
 
 
 def clear_feature_cache(*, counters: bool = True) -> None:
-    """Empty the in-memory cache (files on disk are kept) and reset the counters."""
-    _MEMORY.clear()
-    if counters:
-        _STATS.update(dict.fromkeys(_STATS, 0))
-
-
-def _trim() -> None:
-    while len(_MEMORY) > _SETTINGS["max_items"]:
-        _MEMORY.popitem(last=False)
-
-
-def _copy(f: Features) -> Features:
-    return Features(f.X.copy(), f.y.copy(), f.layer, f.key, f.hook)
-
-
-def _disk_path(cache_dir: str | os.PathLike, key: str) -> Path:
-    return Path(cache_dir) / f"{key}.npz"
-
-
-def _read_disk(path: Path) -> Features | None:
-    if not path.exists():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        return Features(z["X"], z["y"], str(z["layer"]), str(z["key"]), str(z["hook"]))
-
-
-def _write_disk(path: Path, f: Features) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, X=f.X, y=f.y, layer=f.layer, key=f.key, hook=f.hook)
+    """Empty the default cache's memory (files on disk are kept) and reset its counters."""
+    default_feature_cache().clear(counters=counters)
 
 
 # ---------------------------------------------------------------- keys
@@ -137,12 +85,14 @@ def _hash_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
 
 def weights_hash(model: nn.Module) -> str:
     """Hash of the architecture (its repr) and every tensor in ``model.state_dict()``."""
-    h = hashlib.blake2b(digest_size=16)
+    # SHA-256, not BLAKE2: with the CPU's SHA instructions it is about 2x faster (27 vs 60 ms for
+    # MobileNetV2's 14 MB here), and this pass is most of what a cache hit costs.
+    h = hashlib.sha256()
     h.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}".encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(f"{name}:{tuple(t.shape)};".encode())
         _hash_tensor(h, t)
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def data_fingerprint(data: Dataset) -> str:
@@ -166,13 +116,90 @@ def data_fingerprint(data: Dataset) -> str:
     return "items:" + h.hexdigest()
 
 
+def file_stamps(data: Dataset) -> str:
+    """A hash of the size and modification time of every image file ``data`` reads, "" when it
+    reads no files (in-memory sources). Checked on every call: images replaced on disk change it,
+    although an :class:`~ftkit.data.catalogue.ImageDataset` computes its fingerprint only once."""
+    indices = None
+    while isinstance(data, Subset):
+        idx = np.asarray(data.indices, dtype=np.int64)
+        indices = idx if indices is None else indices[idx]
+        data = data.dataset
+    paths = getattr(getattr(data, "_source", None), "paths", None)  # ImageDataset over a folder
+    if paths is None:
+        return ""
+    selected = np.asarray(getattr(data, "indices", np.arange(len(paths))), dtype=np.int64)
+    if indices is not None:
+        selected = selected[indices]
+    h = hashlib.blake2b(digest_size=16)
+    for i in selected:
+        st = os.stat(paths[int(i)])
+        h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def _hooks(model: nn.Module) -> list[str]:
+    """Modules with forward (pre-)hooks, and torch's global ones: any of them may change the features."""
+    found = [f"{name or '<model>'} ({kind})" for name, m in model.named_modules()
+             for kind in ("_forward_pre_hooks", "_forward_hooks") if getattr(m, kind, None)]
+    g = nn.modules.module
+    found += [f"global ({kind})" for kind in ("_global_forward_pre_hooks", "_global_forward_hooks")
+              if getattr(g, kind, None)]
+    return found
+
+
+# Per model object: the modules it is made of and the head block traced for them. find_head_block
+# runs a (meta) forward pass; a cache hit must not pay for it again. Swapping a module re-traces.
+_HEAD_BLOCKS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def _head_block(model: nn.Module) -> str:
+    structure = tuple((name, id(m)) for name, m in model.named_modules())
+    memo = _HEAD_BLOCKS.get(model)
+    if memo is None or memo[0] != structure:
+        memo = (structure, find_head_block(model))
+        _HEAD_BLOCKS[model] = memo
+    return memo[1]
+
+
 def _resolve_layer(model: nn.Module, layer: str | None) -> tuple[str, str]:
     if layer is not None:
         get_module(model, layer)  # KeyError listing candidates
         return layer, "output"
     # The whole head, not its last layer: after replace_head(hidden=...) the
     # input of "fc.out" would be the new random hidden layer's output.
-    return find_head_block(model), "input"
+    return _head_block(model), "input"
+
+
+def _width(module: nn.Module, hook: str) -> int | None:
+    """The width of the features entering a head block, known without running it (to check cached
+    entries); None for other layers, whose output may be pooled or flattened."""
+    if hook != "input":
+        return None
+    first = module
+    while isinstance(first, nn.Sequential) and len(first):
+        first = first[0]
+    if isinstance(first, nn.Linear):
+        return first.in_features
+    if isinstance(first, nn.Conv2d):
+        return first.in_channels  # (B, C, H, W) is average-pooled to (B, C)
+    return None
+
+
+def _labels(data: Dataset) -> np.ndarray | None:
+    indices = None
+    while isinstance(data, Subset):
+        idx = np.asarray(data.indices, dtype=np.int64)
+        indices = idx if indices is None else indices[idx]
+        data = data.dataset
+    targets = getattr(data, "targets", None)
+    if targets is None:
+        return None
+    try:
+        y = np.asarray(targets, dtype=np.int64).reshape(-1)
+        return y if indices is None else y[indices]
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 # ---------------------------------------------------------------- extraction
@@ -190,7 +217,7 @@ def _pool(t: Any) -> torch.Tensor:
 
 
 def _run(model: nn.Module, data: Dataset, layer: str, hook: str, batch_size: int,
-         rt) -> tuple[np.ndarray, np.ndarray]:
+         rt, counter: FeatureCache) -> tuple[np.ndarray, np.ndarray]:
     module = get_module(model, layer)
     grabbed: list[torch.Tensor] = []
 
@@ -209,7 +236,7 @@ def _run(model: nn.Module, data: Dataset, layer: str, hook: str, batch_size: int
                         model(rt.inputs(x))
                     except _Captured:
                         pass
-                _STATS["forward_batches"] += 1
+                counter.count_forward()
                 if not grabbed:
                     raise RuntimeError(f"layer {layer!r} did not run in {type(model).__name__}'s forward pass; "
                                        "pick a layer that forward() uses")
@@ -220,14 +247,34 @@ def _run(model: nn.Module, data: Dataset, layer: str, hook: str, batch_size: int
     return torch.cat(xs).numpy().astype(np.float32, copy=False), torch.cat(ys).numpy().astype(np.int64)
 
 
-def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, *, batch_size: int = 128,
-                     device: str | torch.device = "auto", cache: bool | str | os.PathLike = True) -> Features:
+def _cache_of(cache: Any) -> tuple[FeatureCache | None, str | os.PathLike | None]:
+    if isinstance(cache, FeatureCache):
+        return cache, None
+    if cache is True:
+        return default_feature_cache(), None
+    if cache is False or cache is None:
+        return None, None
+    if isinstance(cache, (str, os.PathLike)):
+        return default_feature_cache(), cache
+    raise TypeError(f"cache must be a FeatureCache, True, False or a folder path, not {type(cache).__name__}")
+
+
+# Measured on the 2-core CPU this kit targets (MobileNetV2, 64 and 128 px): 32 images per
+# forward pass cost the least per image; 128 was up to 1.9x slower per image (notes/h7b.md).
+DEFAULT_BATCH_SIZE = 32
+
+
+def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, *,
+                     batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device = "auto",
+                     cache: FeatureCache | bool | str | os.PathLike = True) -> Features:
     """Run ``model`` once over ``data`` (eval mode, no gradients) and keep one vector per item.
 
     Args:
         model: any network; its train/eval flags and ``requires_grad`` are
             left as they were. It is moved to ``device`` on every call, cache
-            hit or not, and stays there.
+            hit or not, and stays there. A model with forward hooks is
+            computed afresh and not cached (with a warning): a hook can change
+            what a layer outputs, and no key can tell.
         data: yields ``(x, label)``.
         layer: None -> the input of the whole classifier head
             (:func:`ftkit.models.heads.find_head_block`: ``"fc"`` also after
@@ -236,9 +283,9 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
             global-average-pooled when it is a ``(B, C, H, W)`` map.
         batch_size: items per forward pass.
         device: "auto" (CUDA with bf16 autocast when present) or a device.
-        cache: True -> in-memory LRU (and the configured disk folder, see
-            :func:`configure_feature_cache`); a path -> also that folder;
-            False -> compute afresh and store nothing.
+        cache: a :class:`FeatureCache`; True -> this process's default one
+            (:func:`default_feature_cache`); a folder path -> the default one
+            with that folder for its files; False -> compute afresh, store nothing.
 
     Returns:
         :class:`Features`. A cached result is returned as a copy, so
@@ -246,36 +293,34 @@ def extract_features(model: nn.Module, data: Dataset, layer: str | None = None, 
     """
     if len(data) == 0:
         raise ValueError("extract_features() got an empty data set")
+    store, folder = _cache_of(cache)
     layer_name, hook = _resolve_layer(model, layer)
     rt = resolve_runtime(device)
     model.to(rt.device)  # on a hit too: where the model ends up must not depend on the cache
+    hooks = _hooks(model)
+    if store is not None and hooks:
+        warnings.warn(f"extract_features: the model has forward hooks on {', '.join(hooks[:5])}; they can change "
+                      "the features, so these are computed afresh and not cached. Remove the hooks "
+                      "(handle.remove()) to use the cache, or pass cache=False to silence this.", stacklevel=2)
+        store = None
     precision = f"{rt.device.type}-{'bf16' if rt.amp else 'fp32'}"
-    key = hashlib.blake2b("|".join([weights_hash(model), data_fingerprint(data), layer_name, hook,
-                                    precision]).encode(), digest_size=16).hexdigest()
-    cache_dir = (str(cache) if not isinstance(cache, bool) else _SETTINGS["cache_dir"]) if cache else None
-    if cache and key in _MEMORY:
-        _MEMORY.move_to_end(key)
-        _STATS["hits"] += 1
-        return _copy(_MEMORY[key])
-    found = _read_disk(_disk_path(cache_dir, key)) if cache_dir else None
-    if found is not None:
-        _STATS["disk_hits"] += 1
-    else:
-        _STATS["misses"] += 1
-        modes = save_modes(model)
+    key = hashlib.blake2b("|".join([weights_hash(model), data_fingerprint(data), file_stamps(data), layer_name,
+                                    hook, precision]).encode(), digest_size=16).hexdigest()
+    labels = _labels(data)
+    expected = Expected(key, layer_name, hook, len(data), _width(get_module(model, layer_name), hook),
+                        labels if labels is not None and len(labels) == len(data) else None)
+    if store is not None:
+        found = store.get(expected, cache_dir=folder)
+        if found is not None:
+            return found
+        store.count_miss()
+    with preserved_modes(model):
         model.eval()
-        try:
-            X, y = _run(model, data, layer_name, hook, batch_size, rt)
-        finally:
-            restore_modes(modes)
-        found = Features(X, y, layer_name, key, hook)
-        if cache_dir:
-            _write_disk(_disk_path(cache_dir, key), found)
-    if cache:
-        _MEMORY[key] = found
-        _trim()
-        return _copy(found)
-    return found
+        X, y = _run(model, data, layer_name, hook, batch_size, rt, store or default_feature_cache())
+    result = Features(X, y, layer_name, key, hook)
+    if store is not None:
+        store.put(result, cache_dir=folder)
+    return result
 
 
 # ---------------------------------------------------------------- classifiers on features

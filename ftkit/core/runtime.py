@@ -2,26 +2,27 @@
 
 Shared by the training loop (``ftkit.training.loop``) and feature extraction
 (``ftkit.analysis.features``), so both pick the same device and precision for the
-same arguments and both hand the model back in the modes it came in.
+same arguments and both hand the model back in the modes it came in
+(:func:`ftkit.core.state.preserved_modes`; the mode and seeding helpers are
+re-exported here from ``ftkit.core.state`` for old imports).
 
 >>> rt = resolve_runtime("auto")                      # doctest: +SKIP
->>> modes = save_modes(model); model.eval()           # doctest: +SKIP
->>> with rt.autocast(): logits = model(rt.inputs(x))  # doctest: +SKIP
->>> restore_modes(modes)                              # doctest: +SKIP
+>>> with preserved_modes(model):                      # doctest: +SKIP
+...     model.eval()
+...     with rt.autocast(): logits = model(rt.inputs(x))
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch import nn
 
+from ftkit.core.state import preserved_modes, restore_modes, rng_devices, save_modes, seeded  # noqa: F401 (re-exported)
 from ftkit.core.torchutil import resolve_device
 
-__all__ = ["Runtime", "resolve_runtime", "save_modes", "restore_modes", "rng_devices", "seeded",
-           "split_batch", "to_device"]
+__all__ = ["Runtime", "resolve_runtime", "split_batch", "to_device"]
 
 
 @dataclass(frozen=True)
@@ -70,43 +71,6 @@ def resolve_runtime(device: str | torch.device = "auto", amp: bool | str = "auto
     # ~1.7-2x faster (a hand-written loop on an H200: MobileNetV2 4390 vs 2523 img/s),
     # so the two go together.
     return Runtime(dev, use, use and dev.type == "cuda")
-
-
-def save_modes(model: nn.Module) -> dict[nn.Module, bool]:
-    """Every module's ``training`` flag, for :func:`restore_modes`."""
-    return {m: m.training for m in model.modules()}
-
-
-def restore_modes(modes: dict[nn.Module, bool]) -> None:
-    """Put back the flags :func:`save_modes` recorded, module by module."""
-    for m, training in modes.items():
-        m.training = training  # per module: m.train() would recurse and undo pins
-
-
-def rng_devices(device: torch.device) -> list[int]:
-    """The CUDA devices whose RNG ``torch.random.fork_rng`` must fork for ``device``."""
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run the block with torch's CPU RNG (and ``device``'s CUDA RNG) seeded by ``seed``.
-
-    The caller's states come back afterwards. Unlike ``torch.manual_seed``,
-    no other CUDA device is seeded, so a CPU run leaves every CUDA RNG alone.
-
-    >>> with seeded(0, torch.device("cpu")):   # doctest: +SKIP
-    ...     model = make_model()
-    """
-    devices = rng_devices(device)
-    with torch.random.fork_rng(devices=devices):
-        torch.default_generator.manual_seed(seed)
-        for d in devices:
-            with torch.cuda.device(d):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 def to_device(obj: Any, device: torch.device) -> Any:

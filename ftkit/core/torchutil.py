@@ -57,18 +57,16 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def seed_everything(seed: int, *, cuda: bool = True) -> None:
-    """Seed Python, NumPy and torch (CPU, and every CUDA device) for a repeatable run.
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU, and every CUDA device) globally, for a script.
 
-    ``cuda=False`` seeds torch's CPU generator only: a run that never touches
-    the GPU then leaves the CUDA RNGs (even uninitialised ones) alone.
+    Library code never calls this: it runs seeded blocks with
+    :func:`ftkit.core.state.seeded`, which forks every generator and gives the
+    caller's states back.
     """
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    if cuda:
-        torch.manual_seed(seed)
-    else:
-        torch.default_generator.manual_seed(seed)
+    torch.manual_seed(seed)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -1,4 +1,5 @@
-"""Layer 1: the offline data catalogue (``catalogue``) and the raw sources behind it (``sources``).
+"""Layer 1: the offline data catalogue (``catalogue``), the raw sources behind it (``sources``)
+and image files read and checked (``images``).
 
 >>> from ftkit.data import load_dataset      # doctest: +SKIP
 >>> train = load_dataset("animals", "train", n_per_class=30, image_size=64)
@@ -6,6 +7,7 @@
 from ftkit.data.catalogue import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    BadImageError,
     DatasetInfo,
     DataUnavailableError,
     ImageDataset,
@@ -16,6 +18,6 @@ from ftkit.data.catalogue import (
 )
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "DataUnavailableError", "DatasetInfo", "ImageDataset",
+    "IMAGENET_MEAN", "IMAGENET_STD", "BadImageError", "DataUnavailableError", "DatasetInfo", "ImageDataset",
     "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes",
 ]

@@ -23,6 +23,11 @@ Catalogue (``list_datasets()`` shows it as a table):
 * any folder ``root/class_name/image.png`` -- uses ``root/train`` and
   ``root/test`` (or ``root/val``) when present, otherwise 20 % of each class
   (at least one image when a class has two or more) by a fixed permutation.
+  Every file is checked when the folder is loaded (``check=``), so a truncated
+  or empty image is named then, with the fix, not in the middle of training.
+  Images with more than 8 bits per channel are scaled, not clipped: 16-bit
+  ones keep their top 8 bits (32768 -> 128), float ones must lie in [0, 1]
+  (see :mod:`ftkit.data.images`).
 
 >>> train = load_dataset("animals", n_per_class=20)       # doctest: +SKIP
 >>> image, label = train[0]; image.shape, train.classes[label]
@@ -42,6 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ftkit.data.image_folder import FolderSplit, load_folder
+from ftkit.data.images import IMAGE_CHECKS, BadImageError
 from ftkit.data.sources import (
     ANIMAL_CLASSES,
     ANIMAL_INSTALL,
@@ -53,7 +61,6 @@ from ftkit.data.sources import (
     PHOTO_TEST_CELLS,
     SPLIT_SEED,
     DataUnavailableError,
-    FolderSplit,
     animal_files,
     check_split,
     data_dir,
@@ -62,19 +69,18 @@ from ftkit.data.sources import (
     load_animals,
     load_digits,
     load_fashion,
-    load_folder,
     load_photo_crops,
     photo_crop_boxes,
 )
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "DataUnavailableError", "DatasetInfo", "ImageDataset",
+    "IMAGENET_MEAN", "IMAGENET_STD", "BadImageError", "DataUnavailableError", "DatasetInfo",
+    "ImageDataset",
     "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_TRANSFORM_VERSION = 1    # bump when __getitem__ changes, so fingerprint-keyed caches refresh
+_TRANSFORM_VERSION = 2    # bump when __getitem__ changes, so fingerprint-keyed caches refresh
+                          # (2: 16-bit and float files scaled, no longer clipped)
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,11 @@ class ImageDataset(Dataset):
         x = x.expand(3, s, s)                                          # grey -> 3 channels
         return (x - self._mean_t) / self._std_t, int(self.targets[i])
 
+    def path_of(self, i: int) -> str | None:
+        """The file item ``i`` is read from (None for data sets held in memory)."""
+        paths = getattr(self._source, "paths", None)
+        return None if paths is None else str(paths[int(self.indices[i])])
+
     def raw_image(self, i: int) -> np.ndarray:
         """Item ``i`` as a ``uint8`` array ``(H, W, 3)`` at native size (for display)."""
         img = np.asarray(self._source.image(int(self.indices[i])))
@@ -169,6 +180,9 @@ def _subsample(labels: np.ndarray, indices: np.ndarray, n_per_class: int, seed: 
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)) \
             or n_per_class < 1:
         raise ValueError(f"n_per_class must be a positive int or None, got {n_per_class!r}")
+    if len(indices) == 0:
+        raise ValueError(f"{where} has no images to choose n_per_class={n_per_class} from; "
+                         "add images, or load the other split")
     present = np.unique(labels[indices])
     counts = {int(c): int(np.sum(labels[indices] == c)) for c in present}
     smallest = min(counts, key=counts.get)
@@ -278,7 +292,8 @@ def _folder_info(root: Path, folder: FolderSplit) -> DatasetInfo:
 def load_dataset(name_or_path: str | os.PathLike, split: str = "train",
                  n_per_class: int | None = None, seed: int = 0, image_size: int = 64,
                  mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> ImageDataset:
+                 std: Sequence[float] | None = None, *, check: str = "header",
+                 bad_images: str = "error") -> ImageDataset:
     """Load a catalogue data set or an image folder as an :class:`ImageDataset`.
 
     Args:
@@ -292,10 +307,18 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train",
         seed: seed of the subsample; the train/test split itself never changes.
         image_size: side ``S`` of the square ``(3, S, S)`` images.
         mean, std: per-channel normalisation; ImageNet's when None.
+        check: image folders only: how every file is checked when the folder
+            loads: ``"header"`` (default, cheap: the header opens and a JPEG,
+            PNG or GIF is complete), ``"decode"`` (decode every image, slower),
+            ``"none"``. A progress bar shows for large folders.
+        bad_images: image folders only: ``"error"`` (default) raises naming
+            every bad file; ``"skip"`` leaves them out with a warning.
 
     Raises:
         ValueError: unknown name (lists the known ones), bad split or settings,
-            or ``n_per_class`` above what the smallest class has (says the maximum).
+            ``n_per_class`` above what the smallest class has (says the maximum),
+            a folder with one class or a class too small to split.
+        BadImageError: (a ValueError) image files that cannot be read, each named.
         FileNotFoundError: a path that does not exist.
         DataUnavailableError: the source is not installed; the message and
             ``.install`` give the command that installs it.
@@ -304,6 +327,9 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train",
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
             or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if check not in IMAGE_CHECKS or bad_images not in ("error", "skip"):
+        raise ValueError(f"check must be one of {IMAGE_CHECKS} and bad_images 'error' or 'skip', "
+                         f"got check={check!r}, bad_images={bad_images!r}")
     mean_t = _check_stats("mean", IMAGENET_MEAN if mean is None else mean)
     std_t = _check_stats("std", IMAGENET_STD if std is None else std)
     name = os.fspath(name_or_path)
@@ -324,7 +350,7 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train",
         if not root.is_dir():
             raise ValueError(f"{root} is a file; give a folder laid out as root/<class>/<image>")
         check_split(split, ("train", "test"), name)
-        folder = load_folder(root, split)
+        folder = load_folder(root, split, check=check, bad_images=bad_images)
         source, labels, indices = folder.source, folder.labels, folder.indices
         classes, info = folder.classes, _folder_info(root, folder)
     if n_per_class is not None:

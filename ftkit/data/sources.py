@@ -1,6 +1,7 @@
 """Raw image sources: each data set read as ``uint8`` images and labels, with its fixed split.
 
-Each ``load_*`` returns ``(source, labels, indices)`` (:func:`load_folder` a :class:`FolderSplit`):
+Each ``load_*`` returns ``(source, labels, indices)`` (the user's own folders are read by
+:mod:`ftkit.data.image_folder` on the same sources):
 ``source.image(i)`` is a ``uint8`` image ``(H, W)`` or ``(H, W, 3)`` at native size, ``labels``
 (int64) cover the whole source and ``indices`` pick the split's images. The splits never depend
 on the user's seed. :mod:`ftkit.data.catalogue` builds the catalogue and its ``ImageDataset`` on these.
@@ -17,12 +18,13 @@ import pickle
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from ftkit.data.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +95,7 @@ class _FileSource:
         self.paths = list(paths)
 
     def image(self, i: int) -> np.ndarray:
-        from PIL import Image
-
-        with Image.open(self.paths[i]) as im:
-            return np.asarray(im.convert("RGB"))
+        return read_image(self.paths[i])   # BadImageError names the file
 
     def digest(self, idx: np.ndarray) -> str:
         return hash_parts(*(self.paths[i].read_bytes() for i in idx))
@@ -324,83 +323,3 @@ def load_photo_crops(split: str) -> tuple[_CropSource, np.ndarray, np.ndarray]:
     boxes = photo_crop_boxes(split)
     source = _CropSource(_read_photos(), boxes[["photo", "y", "x", "size"]].to_numpy())
     return source, boxes["photo"].to_numpy(np.int64), np.arange(len(boxes))
-
-
-# ---------------------------------------------------------------- the user's own folder
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _class_dirs(root: Path) -> list[Path]:
-    # Hidden folders (.ipynb_checkpoints, .git) are never classes.
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _scan_classes(root: Path) -> dict[str, list[Path]]:
-    dirs = _class_dirs(root)
-    if not dirs:
-        loose = any(_is_image(p) for p in root.iterdir())
-        raise ValueError(
-            f"{root} has no class folders; expected root/<class name>/<image>.png"
-            + (" (it holds images directly: move them into one folder per class)" if loose else ""))
-    found = {}
-    for d in dirs:
-        images = sorted(p for p in d.rglob("*") if _is_image(p)
-                        and not any(part.startswith(".") for part in p.relative_to(d).parts))
-        if not images:
-            raise ValueError(f"class folder {d} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                             "add some or remove the folder")
-        found[d.name] = images
-    return found
-
-
-def _split_dirs(root: Path) -> dict[str, Path] | None:
-    test = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
-    return {"train": root / "train", "test": test} if (root / "train").is_dir() and test else None
-
-
-@dataclass(frozen=True)
-class FolderSplit:
-    """One split of an image folder, plus what describes the whole folder."""
-
-    source: _FileSource
-    labels: np.ndarray           # (N,) int64, for every image in source
-    indices: np.ndarray          # the split's images
-    classes: list[str]
-    sizes: dict[str, int]        # {"train": ..., "test": ...}
-    split_rule: str
-
-
-def load_folder(root: Path, split: str) -> FolderSplit:
-    """Read ``root/<class>/<image>``, or ``root/train`` and ``root/test`` (or ``val``).
-
-    Raises:
-        ValueError: no class folders, an empty class folder, or test classes
-            that train lacks.
-    """
-    dirs = _split_dirs(root)
-    if dirs:
-        scans = {k: _scan_classes(d) for k, d in dirs.items()}
-        classes = sorted(scans["train"])
-        extra = sorted(set(scans["test"]) - set(classes))
-        if extra:
-            raise ValueError(f"{dirs['test']} has classes that {dirs['train']} lacks: {extra}")
-        chosen = scans[split]
-        paths = [p for c in classes for p in chosen.get(c, [])]
-        labels = np.array([i for i, c in enumerate(classes) for _ in chosen.get(c, [])], np.int64)
-        indices = np.arange(len(paths))
-        sizes = {k: sum(map(len, s.values())) for k, s in scans.items()}
-        rule = f"the folder's own split: {dirs['train'].name}/ and {dirs['test'].name}/"
-    else:
-        scan = _scan_classes(root)
-        classes = sorted(scan)
-        paths = [p for c in classes for p in scan[c]]
-        labels = np.array([i for i, c in enumerate(classes) for _ in scan[c]], np.int64)
-        parts = stratified_split(labels)
-        indices = parts[split]
-        sizes = {k: len(v) for k, v in parts.items()}
-        rule = (f"stratified: {TEST_FRACTION:.0%} of each class (at least 1 when a class has "
-                f">= 2 images) to test by a fixed permutation (seed {SPLIT_SEED})")
-    return FolderSplit(_FileSource(paths), labels, indices, classes, sizes, rule)
-

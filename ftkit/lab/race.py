@@ -116,6 +116,10 @@ class RaceResult:
         )
         return out.reset_index()
 
+    def mean_curves(self, metric: str = "val_acc") -> pd.DataFrame:
+        """:func:`mean_curves` of ``metric``: "val_acc"/"val_loss" from ``curves``, "loss" from ``steps``."""
+        return mean_curves(self.steps if metric == "loss" else self.curves, metric)
+
     def to_json_dict(self) -> dict:
         """A JSON-able summary (what the demo and the notebooks hand to tests)."""
         summary = self.summary()
@@ -145,6 +149,7 @@ def race(
     out=None,
     resume: bool = False,
     progress: bool = False,
+    threads: int | None = None,
 ) -> RaceResult:
     """Train every strategy with every seed under one budget and record the curves.
 
@@ -161,11 +166,12 @@ def race(
         seeds: one run per seed and strategy.
         target_acc: accuracy for "steps to target"; default 90% of the best
             strategy's mean final accuracy.
-        executor, out, resume: see :func:`ftkit.lab.sweep.sweep`.
+        executor, out, resume, threads: see :func:`ftkit.lab.sweep.sweep` (e.g. a Dask
+            cluster: ``ftkit.lab.executors.dask_executor(workers=2)``).
         progress: a bar that counts finished runs.
     """
     specs = race_specs(strategies, data, seeds)
-    records = sweep(specs, executor=executor, out=out, resume=resume, progress=progress)
+    records = sweep(specs, executor=executor, out=out, resume=resume, progress=progress, threads=threads)
     return race_frame(records, strategies, data, seeds, target_acc)
 
 

@@ -157,6 +157,8 @@ def run_one(spec: RunSpec, *, progress: bool = False) -> RunRecord:
         max_train_loss=max((r["loss"] for r in step_losses), default=math.nan),
         body_drift=weight_drift(model, start_weights, exclude=head), steps=offset, time_s=elapsed,
         stopped_reason=stopped, curve=curve, step_losses=step_losses,
+        # torch's thread count changes float rounding (a run is reproducible at a fixed count): recorded
+        extra={"n_train": len(train_data), "n_val": len(val_data), "torch_threads": torch.get_num_threads()},
         spec=json.loads(json.dumps(dataclasses.asdict(spec), default=str)),
     )
 

@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 from ftkit.training.spec import TrainSpec
 
 __all__ = ["LRGroups", "ModelSpec", "Strategy", "DataSpec", "RunSpec", "RunRecord", "LabelledSubset",
-           "holdout_split", "spec_key"]
+           "holdout_split", "kfold_indices", "spec_key"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,10 @@ class DataSpec:
             images instead (stratified, chosen by ``subset_seed``) and train on
             the rest: the split for choosing settings without looking at the
             test images. ``val_split`` is then unused.
+        fold: ``(k, i)``: k-fold cross-validation on the *training* images —
+            validate on fold ``i`` of a stratified k-fold split (chosen by
+            ``subset_seed``, see :func:`kfold_indices`), train on the other
+            folds. ``val_split`` is then unused; exclusive with ``holdout_frac``.
     """
 
     name: str
@@ -164,10 +168,19 @@ class DataSpec:
     val_split: str = "test"
     val_n_per_class: int | None = None
     holdout_frac: float = 0.0
+    fold: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout_frac < 1.0:
             raise ValueError(f"holdout_frac must be in [0, 1), not {self.holdout_frac!r}")
+        if self.fold is not None:
+            ok = (isinstance(self.fold, tuple) and len(self.fold) == 2
+                  and all(isinstance(v, int) and not isinstance(v, bool) for v in self.fold)
+                  and self.fold[0] >= 2 and 0 <= self.fold[1] < self.fold[0])
+            if not ok:
+                raise ValueError(f"fold must be (k, i) with k >= 2 and 0 <= i < k, not {self.fold!r}")
+            if self.holdout_frac:
+                raise ValueError("give either holdout_frac or fold, not both")
 
     def load(self, mean=None, std=None):
         """``(train, val)`` datasets, normalised with ``mean``/``std`` (ImageNet's when None)."""
@@ -177,6 +190,10 @@ class DataSpec:
         train = load_dataset(self.name, "train", n_per_class=self.n_per_class, seed=self.subset_seed, **kw)
         if self.holdout_frac:
             return holdout_split(train, self.holdout_frac, seed=self.subset_seed)
+        if self.fold is not None:
+            k, i = self.fold
+            tr, va = kfold_indices(train, k, seed=self.subset_seed)[i]
+            return LabelledSubset(train, tr.tolist()), LabelledSubset(train, va.tolist())
         val = load_dataset(self.name, self.val_split, n_per_class=self.val_n_per_class, seed=self.subset_seed, **kw)
         return train, val
 
@@ -208,6 +225,23 @@ def holdout_split(data, frac: float, *, seed: int = 0) -> tuple[LabelledSubset, 
         held += idx[:n_held].tolist()
         rest += idx[n_held:].tolist()
     return LabelledSubset(data, sorted(rest)), LabelledSubset(data, sorted(held))
+
+
+def kfold_indices(data, k: int = 5, *, seed: int = 0,
+                  stratified: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train indices, val indices) per fold; stratified by ``data.targets`` when present."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = len(data)
+    if not isinstance(k, int) or not 2 <= k <= n:
+        raise ValueError(f"k must be an int between 2 and len(data)={n}, not {k!r}")
+    targets = getattr(data, "targets", None)
+    if stratified and targets is not None:
+        y = np.asarray(targets)
+        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), y)
+    else:
+        folds = KFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n))
+    return [(np.asarray(tr), np.asarray(va)) for tr, va in folds]
 
 
 def spec_key(value: Any) -> str:

@@ -12,7 +12,7 @@ recorded numbers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,7 +20,54 @@ import pandas as pd
 
 from ftkit.lr.rules import Suggestion, reliability_notes, suggest, trim
 
-__all__ = ["LRFindResult", "SweepRecord", "assemble_result"]
+__all__ = ["LRFindResult", "LRFindSettings", "SweepRecord", "assemble_result"]
+
+
+@dataclass(frozen=True)
+class LRFindSettings:
+    """How a range test was run: the arguments of ``lr_find`` and what it derived from them.
+
+    Attributes:
+        start_lr, end_lr, num_iter, step_mode: the sweep (``ftkit.lr.finder.sweep_lrs``).
+        beta: smoothing of the recorded loss.
+        diverge_factor: the sweep stopped when the smoothed loss exceeded this
+            multiple of its best (None: only a non-finite loss stopped it).
+        group: the ``group`` argument (None: all groups swept, ratios kept).
+        seeds, seed: repeats and the first seed.
+        mode: "train" (training-batch loss) or "val" (validation loss after each step).
+        batch_size, device, amp: where and how it trained (amp: bf16 autocast was on).
+        skip_start, skip_end: points cut before the rules.
+        reference_group: the group whose LR is the x axis.
+        group_names: every param group, in the optimizer's order.
+        swept_ratios: group -> its LR / the reference group's LR (None: held at its own LR).
+        base_lrs: group -> its LR before the test.
+    """
+
+    start_lr: float
+    end_lr: float
+    num_iter: int
+    step_mode: str
+    beta: float
+    diverge_factor: float | None
+    group: str | int | None
+    seeds: int
+    seed: int
+    mode: str
+    batch_size: int
+    device: str
+    skip_start: int
+    skip_end: int
+    reference_group: str
+    group_names: tuple[str, ...]
+    swept_ratios: dict[str, float | None]
+    base_lrs: dict[str, float]
+    amp: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON-able)."""
+        d = asdict(self)
+        d["group_names"] = list(self.group_names)
+        return d
 
 
 @dataclass
@@ -29,7 +76,7 @@ class LRFindResult:
 
     Attributes:
         lrs: (T,) swept LR at each step (of the swept group; with ratios kept,
-            of the group with the largest LR, ``settings["reference_group"]``).
+            of the group with the largest LR, ``settings.reference_group``).
         group_lrs: group name -> (T,) LR actually applied to that group.
         losses: (S, T) loss per seed that the rules use (training loss, or
             validation loss with ``val_data``); NaN after a run stopped.
@@ -40,12 +87,13 @@ class LRFindResult:
             ``skip_start`` / ``skip_end``.
         suggestions: rule name -> Suggestion on that curve.
         seed_suggestions: the same, per seed.
-        endings: per seed, "finished" | "diverged" | "interrupted".
+        endings: per seed, "finished" | "diverged" | "interrupted" | "failed" (an error;
+            the partial result rides on the exception as ``err.result``).
         reliable: True when every rule found a suggestion, they agree within a
             decade (with each other and across seeds) and the test ran to its
             end; otherwise ``notes`` says why not.
         notes: human-readable reasons.
-        settings: the arguments of the call, plus group ratios and names.
+        settings: how the test was run (:class:`LRFindSettings`).
         snapshot_bytes: bytes of the CPU copy held during the test.
     """
 
@@ -60,8 +108,8 @@ class LRFindResult:
     seed_suggestions: list[dict[str, Suggestion]]
     endings: list[str]
     reliable: bool
+    settings: LRFindSettings
     notes: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
     snapshot_bytes: int = 0
 
     @property
@@ -76,7 +124,7 @@ class LRFindResult:
 
     def lrs_for(self, lr: float) -> dict[str, float]:
         """Per-group LRs that correspond to ``lr`` on this test's x axis."""
-        swept, base = self.settings["swept_ratios"], self.settings["base_lrs"]
+        swept, base = self.settings.swept_ratios, self.settings.base_lrs
         return {n: lr * swept[n] if swept[n] is not None else base[n] for n in base}
 
     def summary(self) -> pd.DataFrame:
@@ -123,7 +171,7 @@ class SweepRecord:
 
 
 def assemble_result(runs: Sequence[SweepRecord], schedule: np.ndarray, names: list[str],
-                    settings: dict[str, Any], rules: Sequence[str],
+                    settings: LRFindSettings, rules: Sequence[str],
                     snapshot_bytes: int) -> LRFindResult:
     """Turn the sweeps' records into a result: pad them to one (seeds, steps) array,
     take the median smoothed curve over the seeds not interrupted (all of them if
@@ -149,15 +197,17 @@ def assemble_result(runs: Sequence[SweepRecord], schedule: np.ndarray, names: li
     group_lrs = {n: applied[:, i] for i, n in enumerate(names)}
     lrs = schedule[:steps]
 
-    done = [s for s, r in enumerate(runs) if r.ending != "interrupted"] or list(range(len(runs)))
+    done = [s for s, r in enumerate(runs) if r.ending not in ("interrupted", "failed")] or list(range(len(runs)))
     common = min((len(runs[s].losses) for s in done), default=0)
     consensus = np.median(smoothed[done, :common], axis=0) if common else np.empty(0)
-    skip = (settings["skip_start"], settings["skip_end"])
+    skip = (settings.skip_start, settings.skip_end)
     curve_lrs, curve_losses = trim(lrs[:common], consensus, *skip)
     suggestions = suggest(curve_lrs, curve_losses, rules)
     per_seed = [suggest(*trim(lrs[: len(r.smoothed)], r.smoothed, *skip), rules) for r in runs]
 
     notes = reliability_notes(suggestions, [per_seed[s] for s in done])
+    if any(r.ending == "failed" for r in runs):
+        notes.append(f"an error stopped the test after {sum(len(r.losses) for r in runs)} steps")
     if any(r.ending == "interrupted" for r in runs):
         notes.append(f"interrupted after {sum(len(r.losses) for r in runs)} steps; "
                      "suggestions use what was recorded")

@@ -7,8 +7,9 @@ looks fine in train mode can collapse to one class in eval mode. Recomputing
 the statistics over some training batches with the final weights ("precise
 BN") removes the lag without changing a single weight.
 
-Layers frozen by :func:`ftkit.models.freeze.freeze` (``bn="frozen"``) keep their
-statistics: freezing them is a decision, not a lag.
+Layers pinned by :func:`ftkit.models.freeze.freeze` (``bn="frozen"``, see
+``ftkit.models.bn_policy``) keep their statistics: freezing them is a decision,
+not a lag.
 
 >>> recompute_bn_stats(model, train_data)      # doctest: +SKIP
 52
@@ -19,9 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ftkit.core.runtime import restore_modes, save_modes
+from ftkit.core.state import copy_into, preserved_modes
 from ftkit.core.torchutil import get_module
-from ftkit.models.freeze import is_bn_frozen
+from ftkit.models.bn_policy import is_bn_frozen
 
 __all__ = ["recompute_bn_stats", "updating_bn_layers"]
 
@@ -55,6 +56,9 @@ def recompute_bn_stats(model: nn.Module, data: Dataset | DataLoader, *, batch_si
 
     Returns:
         The number of layers recomputed (0 when none updates, e.g. all frozen).
+
+    If the pass does not finish (Ctrl-C, an unreadable file), every statistic
+    is put back as it was before the call, and the error is raised.
     """
     names = updating_bn_layers(model)
     if not names:
@@ -64,23 +68,28 @@ def recompute_bn_stats(model: nn.Module, data: Dataset | DataLoader, *, batch_si
         raise ValueError("recompute_bn_stats() needs at least one batch of data")
     layers = [get_module(model, n) for n in names]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    modes = save_modes(model)
     momenta = [m.momentum for m in layers]
-    try:
-        model.eval()  # dropout off; only the chosen BN layers compute batch statistics
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average: the plain mean over batches
-            m.train()
-        # A DataLoader draws a base seed from torch's global RNG when iterated:
-        # fork it, so training after this call sees the same random numbers.
-        with torch.random.fork_rng(devices=[]):
-            for i, (x, *_) in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                model(x.to(device))
-    finally:
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
-        restore_modes(modes)
+    stats = [t for m in layers for t in (m.running_mean, m.running_var, m.num_batches_tracked) if t is not None]
+    saved = [t.clone() for t in stats]  # put back if the pass does not finish (Ctrl-C, a bad file)
+    done = False
+    with preserved_modes(model):
+        try:
+            model.eval()  # dropout off; only the chosen BN layers compute batch statistics
+            for m in layers:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative moving average: the plain mean over batches
+                m.train()
+            # A DataLoader draws a base seed from torch's global RNG when iterated:
+            # fork it, so training after this call sees the same random numbers.
+            with torch.random.fork_rng(devices=[]):
+                for i, (x, *_) in enumerate(loader):
+                    if max_batches is not None and i >= max_batches:
+                        break
+                    model(x.to(device))
+            done = True
+        finally:
+            for m, momentum in zip(layers, momenta):
+                m.momentum = momentum
+            if not done:  # half-recomputed statistics are worse than the old ones
+                copy_into(stats, saved)
     return len(layers)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from ftkit.core.runtime import restore_modes, save_modes
+from ftkit.core.state import preserved_modes
 from ftkit.models.zoo import Backbone
 
 __all__ = ["classify", "preprocess"]
@@ -72,13 +72,9 @@ def classify(backbone: Backbone, images: np.ndarray | Image.Image | Sequence,
     model = backbone.model
     device = next(model.parameters()).device
     x = torch.cat([preprocess(backbone, im) for im in images]).to(device)  # (N, 3, S, S)
-    modes = save_modes(model)  # per module: model.train(flag) would also flip an eval()'d submodule
-    try:
+    with preserved_modes(model), torch.no_grad():  # per module: model.train(flag) would flip a pinned one
         model.eval()
-        with torch.no_grad():
-            probs = model(x).softmax(dim=1).cpu()  # (N, C)
-    finally:
-        restore_modes(modes)
+        probs = model(x).softmax(dim=1).cpu()  # (N, C)
     names = backbone.categories if len(backbone.categories) == probs.shape[1] else None
     values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
     return [

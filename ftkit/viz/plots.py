@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.axes import Axes
 
 __all__ = ["plot_lr_find", "plot_race", "plot_race_panels", "plot_samples", "plot_predictions",
-           "plot_group_params", "plot_softmax", "LAPTOP_WIDTH", "LEGEND_SIZE"]
+           "plot_group_params", "plot_softmax", "save_race_figure", "LAPTOP_WIDTH", "LEGEND_SIZE"]
 
 # A JupyterLab cell on a 1366-px laptop screen is about 1000 px wide: at matplotlib's
 # 100 dpi a figure up to ~10 inches shows at full size; wider ones are shrunk, and
@@ -79,10 +79,10 @@ def plot_lr_find(result, ax: Axes | None = None) -> Axes:
         if s.point is not None and not np.isclose(s.point[0], s.lr):
             ax.plot(*s.point, "o", mfc="none", color=color, ms=9, label=f"{name}: from {s.point[0]:.2e}")
 
-    ax.set_xscale("log" if settings.get("step_mode", "exp") == "exp" else "linear")
-    mode = "validation" if settings.get("mode") == "val" else "training"
+    ax.set_xscale("log" if settings.step_mode == "exp" else "linear")
+    mode = "validation" if settings.mode == "val" else "training"
     several = len(result.group_lrs) > 1
-    ax.set_xlabel(f"learning rate ({settings['reference_group']})" if several else "learning rate")
+    ax.set_xlabel(f"learning rate ({settings.reference_group})" if several else "learning rate")
     ax.set_ylabel(f"{mode} loss")
     _zoom(ax, result)
     _group_axis(ax, result)
@@ -128,7 +128,7 @@ def _group_axis(ax: Axes, result) -> None:
     """Per-group LRs: a second x axis for the lowest group, or a note of fixed groups."""
     if len(result.group_lrs) < 2:
         return
-    swept, base = result.settings["swept_ratios"], result.settings["base_lrs"]
+    swept, base = result.settings.swept_ratios, result.settings.base_lrs
     fixed = {n: lr for n, lr in base.items() if swept[n] is None}
     if fixed:
         text = "held fixed: " + _first_last([f"{n}={lr:.1e}" for n, lr in fixed.items()])
@@ -151,15 +151,16 @@ def _first_last(items: list[str], most: int = 4) -> str:
     return f"{items[0]}, ..., {items[-1]} ({len(items)} groups)"
 
 
-def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: str = "std",
+def plot_race(stats, ax: Axes | None = None, *, metric: str = "val_acc", band: str = "std",
               target: float | None = None) -> Axes:
     """Convergence curves of a race: mean over seeds with a band.
 
     Args:
-        curves: ``RaceResult.curves`` (strategy, seed, step, metric...), or
-            ``RaceResult.steps`` with ``metric="loss"`` for the per-batch loss.
+        stats: the mean curves, one row per (strategy, step) with ``mean``,
+            ``std``, ``min``, ``max``, ``count``: ``RaceResult.mean_curves(metric)``
+            or :func:`ftkit.lab.race.mean_curves` (this function computes nothing).
         ax: Axes to draw on (a new figure when None).
-        metric: column to plot ("val_acc" or "val_loss").
+        metric: what ``stats`` summarises ("val_acc", "val_loss" or "loss"), for the labels.
         band: "std" (mean +- one std over seeds) or "minmax" (range over seeds).
         target: draw a horizontal line at this value (steps-to-target threshold).
 
@@ -168,10 +169,11 @@ def plot_race(curves, ax: Axes | None = None, *, metric: str = "val_acc", band: 
     """
     if band not in ("std", "minmax"):
         raise ValueError(f"band must be 'std' or 'minmax', not {band!r}")
-    from ftkit.lab.race import mean_curves
-
+    missing = {"strategy", "step", "mean", "std", "min", "max", "count"} - set(stats.columns)
+    if missing:
+        raise TypeError(f"plot_race takes the mean curves (missing columns {sorted(missing)}): pass "
+                        f"result.mean_curves({metric!r}) or ftkit.lab.race.mean_curves(curves, {metric!r})")
     ax = ax or _new_axes()
-    stats = mean_curves(curves, metric)
     most = 0
     for name, s in stats.groupby("strategy", sort=False):
         n = int(s["count"].max())
@@ -212,10 +214,19 @@ def plot_race_panels(result, axes=None) -> tuple[Axes, Axes]:
 
         _, axes = plt.subplots(1, 2, figsize=(LAPTOP_WIDTH, 4.2))
     ax_acc, ax_loss = axes
-    plot_race(result.curves, ax_acc, metric="val_acc", target=result.target_acc)
-    plot_race(result.curves, ax_loss, metric="val_loss")
+    plot_race(result.mean_curves("val_acc"), ax_acc, metric="val_acc", target=result.target_acc)
+    plot_race(result.mean_curves("val_loss"), ax_loss, metric="val_loss")
     ax_acc.figure.tight_layout()
     return ax_acc, ax_loss
+
+def save_race_figure(result, path) -> None:
+    """Draw :func:`plot_race_panels` of ``result`` into the PNG file ``path`` (no display needed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.2))
+    plot_race_panels(result, fig.subplots(1, 2))
+    fig.savefig(path, dpi=110)
+
 
 def plot_samples(dataset, n_per_class: int = 6, ax: Axes | None = None, *, seed: int = 0):
     """A grid of example images, one row per class, as the network sees them (de-normalised).

@@ -145,7 +145,7 @@ class LRFinderWidget(widgets.VBox):
         fig.tight_layout()
         figure_to_image(fig, self.image)
         self.table.value = table(result.summary(), index=True, lr_columns=["seed_min", "seed_max"]).html()
-        names = result.settings["group_names"]
+        names = list(result.settings.group_names)
         if len(names) > 1 and [v for _, v in self.controls["group"].options][1:] != names:
             current = self.controls["group"].value
             self.controls["group"].options = self._group_options(names)
