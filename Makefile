@@ -23,8 +23,13 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_lr_finder.py
 
+# JupyterLab on the lessons. overrides.json goes where this JupyterLab reads it
+# (<venv>/share/jupyter/lab/settings); root (a container) needs --allow-root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/python scripts/lab_settings.py
+	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
 clean-venv:
 	rm -rf $(VENV)

@@ -52,6 +52,7 @@ def _info(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ftkit.lab.executors import dask_executor
     from ftkit.lab.folders import RunFolderError, check_writable, create_run_dir, write_race
+    from ftkit.lab.lr_rule import choose_lrs
     from ftkit.lab.race import STRATEGIES, make_strategies, race
     from ftkit.lab.specs import DataSpec
     from ftkit.viz.plots import save_race_figure
@@ -80,8 +81,19 @@ def _demo(args: argparse.Namespace) -> int:
     train, val = data.load()
     print(f"ftkit demo: {args.backbone} on {args.data} ({len(train)} train / {len(val)} val images, "
           f"{len(train.classes)} classes, {args.image_size}px), {args.epochs} epochs, seeds {args.seeds}")
+    # Every strategy's LR by one written rule (never a hand-picked number): see ftkit.lab.lr_rule.
+    choice = choose_lrs(strategies, data, grid=args.lr_grid, seeds=args.choice_seeds,
+                        holdout_frac=args.holdout_frac, progress=not args.quiet)
+    print(f"LR rule: {choice.rule}.")
+    grid = choice.summary.pivot(index="strategy", columns="lr", values="holdout_acc_mean")
+    print("held-out accuracy per LR (" + f"{choice.holdout_frac:.0%} of the training images; seeds "
+          f"{list(args.choice_seeds)}):")
+    print(grid.to_string(float_format=lambda v: f"{v:.3f}", header=[f"{lr:.0e}" for lr in grid.columns]))
+    for name in choice.at_edge():
+        print(f"  note: {name}'s LR is at the edge of the grid; try a wider --lr-grid")
+    strategies = choice.apply(strategies)
     for s in strategies:
-        print(f"  {s.name:<15} lr={s.lr:<8g} {s.description}")
+        print(f"  {s.name:<15} lr={s.lr:<8.0e} {s.description}")
     # Claimed now, filled as runs finish: an interrupted demo loses nothing (--resume FOLDER).
     folder = Path(args.resume) if args.resume else create_run_dir(args.out, "demo")
     print(f"  finished runs are recorded in {folder} as they complete (--resume {folder} finishes an "
@@ -96,7 +108,7 @@ def _demo(args: argparse.Namespace) -> int:
                       resume=args.resume is not None, progress=not args.quiet)
     summary = result.summary()
     table = summary.assign(
-        lr=[f"{v:g}" for v in summary.lr],
+        lr=[f"{v:.0e}" for v in summary.lr],
         final_acc=[f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.final_acc_mean, summary.final_acc_std)],
         steps_to_target=[f"{v:.0f}" if v == v else "never" for v in summary.steps_to_target_mean],
     )[["strategy", "lr", "final_acc", "steps_to_target", "reached_target", "time_s_mean"]]
@@ -115,6 +127,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ftkit.lab.lr_rule import DEFAULT_GRID
+
     parser = argparse.ArgumentParser(prog="ftkit", description="Fine-tuning you can see: offline weights and data.")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="versions, device, offline backbones and data sets, a real prediction")
@@ -130,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)")
     demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     demo.add_argument("--strategies", nargs="+", default=["scratch", "linear_probe", "finetune"])
+    demo.add_argument("--lr-grid", type=float, nargs="+", default=list(DEFAULT_GRID),
+                      help="Adam LRs every strategy tries; each gets the best on held-out training images")
+    demo.add_argument("--choice-seeds", type=int, nargs="+", default=[0], help="seeds of the LR choice")
+    demo.add_argument("--holdout-frac", type=float, default=0.25,
+                      help="fraction of each class's training images held out to choose the LRs on")
     demo.add_argument("--out", default="runs", help="folder for run folders (never overwritten)")
     demo.add_argument("--resume", metavar="RUN_FOLDER", default=None,
                       help="finish an interrupted demo: reuse the runs recorded in this run folder, run the rest")

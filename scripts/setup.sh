@@ -23,4 +23,15 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
         echo "      (or run online once: torchvision downloads it)" >&2
     fi
 fi
+# Debian's chromium for the real-browser test (tests/test_browser.py, driven by playwright,
+# which cannot download its own browsers offline).
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+            || echo "warning: could not install Debian's chromium; the browser test will be skipped" >&2
+    else
+        echo "note: the browser test needs Debian's chromium: sudo apt-get install chromium" >&2
+    fi
+fi
 echo "ftkit environment ready in $venv"

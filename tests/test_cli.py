@@ -20,10 +20,11 @@ def test_info_shows_versions_offline_assets_and_real_predictions():
 
 
 def test_demo_writes_a_run_folder_and_prints_the_table(tmp_path):
-    text = ftkit("demo", "--data", "digits", "--n-per-class", "2", "--val-per-class", "2", "--image-size", "32",
-                 "--epochs", "1", "--seeds", "0", "1", "--strategies", "scratch", "finetune", "--out",
-                 str(tmp_path), "--quiet")
+    text = ftkit("demo", "--data", "digits", "--n-per-class", "4", "--val-per-class", "2", "--image-size", "32",
+                 "--epochs", "1", "--seeds", "0", "1", "--strategies", "scratch", "finetune", "--lr-grid", "1e-3",
+                 "1e-2", "--out", str(tmp_path), "--quiet")
     assert "fine-tuned minus scratch" in text and "± " in text
+    assert "LR rule: each strategy's LR" in text and "held-out accuracy per LR" in text
     (folder,) = list(tmp_path.iterdir())
     summary = json.loads((folder / "summary.json").read_text())
     assert [row["strategy"] for row in summary["summary"]] == ["scratch", "finetune"]

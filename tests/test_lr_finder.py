@@ -468,7 +468,10 @@ def test_plot_marks_every_rule_and_group_axis():
     ax = plot_lr_find(result)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     for name, s in result.suggestions.items():
-        assert (f"{name}: {s.lr:.2e}" in labels) == s.ok
+        assert any(label.startswith(f"{name}: {s.lr:.2e}") for label in labels) == s.ok
+        if s.ok:  # the marker sits at the LR the rule returns (minimum: a tenth of the loss minimum)
+            (dot,) = [ln for ln in ax.get_lines() if ln.get_label().startswith(f"{name}: {s.lr:.2e}")]
+            assert dot.get_xdata()[0] == s.lr
     assert "min-max over 2 seeds" in labels and ax.get_xscale() == "log"
     assert ax.child_axes, "secondary x axis for the body group"
     plt.close("all")
@@ -505,7 +508,8 @@ def test_widget_runs_without_a_kernel():
     opt = optimizer_with_history(model, "sgd", data)
     before = capture(model, opt)
     w = lr_finder_widget(model, data, optimizer=opt, num_iter=20, batch_size=8)
-    assert [v for _, v in w.controls["group"].options] == [None, "body", "head"]
+    assert [v for _, v in w.controls["group"].options][1:] == ["body", "head"]
+    assert w.settings()["group"] is None and w.controls["group"].label == "all groups (keep ratios)"  # not blank
     w.controls["group"].value = "head"
     w.controls["seeds"].value = 2
     result = w.run()
@@ -531,7 +535,8 @@ def test_widget_with_a_factory_builds_a_fresh_model_per_run():
     w.run()
     w.run()
     assert len(built) == 2 and built[0] is not built[1]
-    assert [v for _, v in w.controls["group"].options] == [None, "body", "head"]
+    assert [v for _, v in w.controls["group"].options][1:] == ["body", "head"]
+    assert w.settings()["group"] is None
 
 
 def test_attached_scheduler_and_optimizer_flags_are_untouched():
@@ -612,7 +617,7 @@ def test_widget_group_names_are_unique_as_lr_find_names_them():
     twins = [{"params": [*model.conv.parameters(), *model.bn.parameters()], "lr": 1e-3, "name": "x"},
              {"params": list(model.fc.parameters()), "lr": 1e-2, "name": "x"}]
     w = lr_finder_widget(model, data, optimizer="sgd", param_groups=twins, num_iter=10, batch_size=8)
-    assert [v for _, v in w.controls["group"].options] == [None, "x", "x_2"]
+    assert [v for _, v in w.controls["group"].options][1:] == ["x", "x_2"]
     w.controls["group"].value = "x_2"
     result = w.run()
     assert result.settings.reference_group == "x_2" and result.settings.group_names == ("x", "x_2")

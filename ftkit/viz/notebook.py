@@ -10,7 +10,11 @@ import json
 import math
 import platform
 
-__all__ = ["show_results", "versions", "RESULTS_METADATA"]
+__all__ = ["show_results", "versions", "environment", "RESULTS_METADATA", "WIDGET_NOTE"]
+
+# Shown next to every widget: a saved notebook keeps the widget's view but not its kernel-side model.
+WIDGET_NOTE = ("If you see *Error displaying widget: model not found* (a saved notebook reopened), "
+               "re-run this cell.")
 
 RESULTS_METADATA = {"ftkit": {"name": "results"}}
 
@@ -48,3 +52,42 @@ def versions() -> str:
     device = "cuda" if torch.cuda.is_available() else f"cpu, {torch.get_num_threads()} threads"
     return (f"ftkit {ftkit.__version__} | python {platform.python_version()} | torch {torch.__version__} | "
             f"torchvision {torchvision.__version__} | {device}")
+
+
+def environment():
+    """What this lesson runs on and what works offline, as a two-column DataFrame (item, value).
+
+    Versions, the device, whether downloads are allowed (``FTKIT_OFFLINE``), the
+    embedded backbones' weight files and which data sets load without a network.
+    """
+    import os
+
+    import pandas as pd
+    import torch
+    import torchvision
+
+    import ftkit
+    from ftkit.data.catalogue import list_datasets
+    from ftkit.models.zoo import EMBEDDED_BACKBONES, list_backbones
+
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)})"
+    else:
+        device = f"cpu, {torch.get_num_threads()} threads"
+    offline = os.environ.get("FTKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    backbones = list_backbones()
+    embedded = backbones[backbones["name"].isin(EMBEDDED_BACKBONES)]
+    others = backbones[~backbones["name"].isin(EMBEDDED_BACKBONES)]
+    data = list_datasets()
+    ready = ", ".join(data.loc[data["available_offline"], "name"]) or "none"
+    missing = ", ".join(data.loc[~data["available_offline"], "name"]) or "none"
+    rows = [
+        ("python", platform.python_version()), ("ftkit", ftkit.__version__), ("torch", torch.__version__),
+        ("torchvision", torchvision.__version__), ("device", device),
+        ("downloads", "off (FTKIT_OFFLINE is set)" if offline else "allowed when a network is reachable"),
+    ]
+    rows += [(f"weights: {r.name}", "embedded, works offline" if r.available_offline else "missing: " + r.source)
+             for r in embedded.itertuples()]
+    rows += [("other torchvision weights in the cache", f"{int(others['available_offline'].sum())} of {len(others)}"),
+             ("data sets offline", ready), ("data sets needing a download", missing)]
+    return pd.DataFrame(rows, columns=["item", "value"])

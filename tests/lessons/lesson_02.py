@@ -42,4 +42,20 @@ def check_02(r: dict) -> None:
     assert small["body_drift"] < good["body_drift"] / 10, (small["body_drift"], good["body_drift"])
 
 
+    # The course's rules measured: the finder ran for Adam and SGD, from scratch and pretrained.
+    combos = {(m["optimizer"], m["init"]) for m in r["rules_measured"]}
+    assert combos == {(o, i) for o in ("adam", "sgd") for i in ("scratch", "pretrained")}, combos
+    # Accuracy against the LR: the smallest LR of the sweep (1e-6) barely learns in the budget,
+    # the best is far above chance, and the usable range contains the best LR.
+    sw = r["lr_sweep"]
+    assert len(sw["grid"]) == len(sw["holdout_acc"]) and sw["grid"][0] == 1e-6 and sw["grid"][-1] == 1e-1, sw
+    best = max(sw["holdout_acc"])
+    assert best > chance + 0.2 and sw["holdout_acc"][0] < best - 0.15, sw
+    assert sw["usable"][0] <= sw["best_lr"] <= sw["usable"][1], sw
+    # LR schedules: same budget for all four, none stopped early.
+    decay = r["decay"]
+    assert set(decay["final_acc"]) == {"constant", "step", "cosine", "onecycle"}, decay
+    assert len(set(decay["steps"].values())) == 1 and decay["stopped"] == 0, decay
+
+
 LESSON = Lesson(notebook="02_lr_finder.ipynb", parameters={"fast": True}, check=check_02)
