@@ -134,7 +134,14 @@ def _run_all(page, timeout_s: float, shot: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
-        if prompts and all(p.strip().startswith("[") and p.strip()[1:-2].isdigit() for p in prompts):
+        # JupyterLab renders only the cells near the viewport (windowing): the others' prompts are
+        # empty placeholders. Every prompt that is drawn must show an execution count, the kernel
+        # must be idle again, and the last cell (the results) must have run.
+        shown = [p.strip() for p in prompts if p.strip()]
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
+        last = page.locator(".jp-CodeCell .jp-InputArea-prompt").last.inner_text().strip() if prompts else ""
+        if shown and idle and last.startswith("[") and last[1:-2].isdigit() and all(
+                p.startswith("[") and p[1:-2].isdigit() for p in shown):
             return
         time.sleep(2)
     page.screenshot(path=str(shot))
