@@ -126,20 +126,26 @@ def browser(chromium):
         b.close()
 
 
+def _shown(page):
+    """The notebook on screen: JupyterLab restores earlier tabs, hidden but still in the page."""
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+
+
 def _run_all(page, timeout_s: float, shot: Path) -> None:
     """Run > Run All Cells, then wait until every code cell has an execution count."""
+    nb = _shown(page)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
     page.screenshot(path=str(shot))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+        prompts = nb.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
         # JupyterLab renders only the cells near the viewport (windowing): the others' prompts are
         # empty placeholders. Every prompt that is drawn must show an execution count, the kernel
         # must be idle again, and the last cell (the results) must have run.
         shown = [p.strip() for p in prompts if p.strip()]
-        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
-        last = page.locator(".jp-CodeCell .jp-InputArea-prompt").last.inner_text().strip() if prompts else ""
+        idle = nb.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
+        last = nb.locator(".jp-CodeCell .jp-InputArea-prompt").last.inner_text().strip() if prompts else ""
         if shown and idle and last.startswith("[") and last[1:-2].isdigit() and all(
                 p.startswith("[") and p[1:-2].isdigit() for p in shown):
             return
@@ -149,14 +155,16 @@ def _run_all(page, timeout_s: float, shot: Path) -> None:
 
 
 def _errors(page) -> list[str]:
-    outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+    outputs = _shown(page).locator(".jp-OutputArea-output").all_inner_texts()
     # The lessons' note "If you see 'Error displaying widget: ...', re-run this cell" is not an error.
     return [o[:500] for o in outputs if "Traceback" in o or o.strip().startswith("Error displaying widget")]
 
 
 def _open(page, lab, name: str) -> None:
-    page.goto(f"{lab['url']}/lab/tree/notebooks/{name}?token={lab['token']}")
-    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=120_000)
+    # A workspace of its own, reset: only this notebook is open (not the tabs of an earlier test).
+    workspace = name.removesuffix(".ipynb").replace("_", "-")
+    page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/notebooks/{name}?reset&token={lab['token']}")
+    _shown(page).locator(".jp-Cell").first.wait_for(timeout=120_000)
     select = page.locator(".jp-Dialog button", has_text="Select")
     try:  # "Select Kernel" when JupyterLab does not start the notebook's kernel by itself
         select.wait_for(timeout=5_000)
@@ -164,7 +172,7 @@ def _open(page, lab, name: str) -> None:
     except Exception:  # playwright's TimeoutError: no dialog, the kernel is starting
         pass
     # The kernel is up and idle: the first run right after start-up flaked once otherwise.
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
+    _shown(page).locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
 
 
 CASES = {
@@ -185,12 +193,12 @@ def test_lesson_in_jupyterlab(name, lab, browser):
         _run_all(page, run_s, ARTIFACTS / f"{stem}-0-run-all-started.png")
         page.screenshot(path=str(ARTIFACTS / f"{stem}-1-run-all.png"))
         assert not _errors(page), _errors(page)
-        tables = page.locator(".ftkit-table")
+        tables = _shown(page).locator(".ftkit-table")
         if tables.count():  # the first formatted table, as a learner sees it at 1366 px
             tables.first.scroll_into_view_if_needed()
             tables.first.screenshot(path=str(ARTIFACTS / f"{stem}-1-first-table.png"))
 
-        panel = page.locator(".widget-vbox", has=page.locator(".jupyter-button", has_text=button_text)).last
+        panel = _shown(page).locator(".widget-vbox", has=page.locator(".jupyter-button", has_text=button_text)).last
         panel.scroll_into_view_if_needed()
         panel.wait_for(timeout=60_000)
         button = panel.locator(".jupyter-button", has_text=button_text)

@@ -109,8 +109,10 @@ def test_a_sweep_that_fails_halfway_resumes_to_the_same_table(reference, tmp_pat
 
 KILLER = """
 import os, pickle, signal, sys
+import torch
 import ftkit.lab.sweep as sweep_module
 specs, out = pickle.load(open(sys.argv[1], "rb")), sys.argv[2]
+torch.set_num_threads(int(sys.argv[3]))   # the parent's count: records keep it, and the tables must match
 real = sweep_module._write_record
 written = []
 def write_then_die(folder, record):
@@ -126,7 +128,8 @@ sweep_module.sweep(specs, out=out, progress=False)
 def test_a_sweep_killed_halfway_resumes_to_the_same_table(reference, tmp_path):
     (tmp_path / "specs.pkl").write_bytes(pickle.dumps(SPECS))
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "specs.pkl"), str(out)],
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "specs.pkl"), str(out),
+                           str(torch.get_num_threads())],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert sorted(p.name for p in (out / "records").iterdir()) == sorted(f"{s.key}.json" for s in SPECS[:2])
@@ -165,7 +168,7 @@ def test_the_demo_runs_on_a_local_dask_cluster_and_resumes_its_folder(tmp_path):
     import json
 
     def demo(*extra):
-        out = subprocess.run([sys.executable, "-m", "ftkit.cli", "demo", "--data", "digits", "--n-per-class", "2",
+        out = subprocess.run([sys.executable, "-m", "ftkit.cli", "demo", "--data", "digits", "--n-per-class", "4",
                               "--val-per-class", "2", "--image-size", "32", "--epochs", "1", "--seeds", "0", "1",
                               "--strategies", "linear_probe", "--out", str(tmp_path), "--quiet", *extra],
                              capture_output=True, text=True, timeout=600)
