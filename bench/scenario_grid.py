@@ -1,6 +1,6 @@
 """Measure a four-scenario grid and save it as JSON (the figures in notes/h10b.md).
 
-    python bench/scenario_grid.py OUT.json [--preset medium|full] [--workers N]
+    python bench/scenario_grid.py OUT.json [--preset medium|much|full] [--workers N]
 
 Runs are written to OUT.runs/records as they finish: rerunning the same
 command resumes an interrupted grid.
@@ -17,6 +17,10 @@ PRESETS = {
     # what fits a shared 2-core CPU in well under an hour
     "medium": ScenarioConfig(sizes=(5, 20), image_size=32, val_per_class=20, batch_size=16, epochs=3,
                              min_steps=20, max_steps=20, lr_grid=(1e-3, 1e-2), similarity_per_class=20),
+    # the course's "much data" row at the medium preset's settings, except the step budget: three full
+    # passes over 100 images per class (189 steps at batch 16; the small rows' 20 steps would be a tenth of one)
+    "much": ScenarioConfig(sizes=(100,), image_size=32, val_per_class=20, batch_size=16, epochs=3,
+                           min_steps=20, max_steps=200, lr_grid=(1e-3, 1e-2), similarity_per_class=20),
     # the issue's grid: 5, 20, 100, 500 per class, 64 px, 3 seeds (hours on a CPU)
     "full": ScenarioConfig(),
 }
