@@ -109,17 +109,20 @@ def part_sweep(quick: bool, out_dir: Path) -> dict:
 PARTS = ("fit", "features", "fastai", "lr_finder", "notebooks", "scaling", "sweep")
 
 
-def run_parts(names, quick: bool, out_dir: Path) -> list[dict]:
+def run_parts(names, quick: bool, out_dir: Path, on_part: Callable[[list[dict]], None] = lambda done: None
+              ) -> list[dict]:
+    """Run the named parts in order; ``on_part(results so far)`` after each (the files are rewritten)."""
     fns: dict[str, Callable[[], dict]] = {
         "fit": lambda: part_fit(quick), "features": lambda: part_features(quick),
         "fastai": lambda: part_fastai(quick, out_dir), "lr_finder": lambda: part_lr_finder(quick),
         "notebooks": lambda: part_notebooks(quick), "scaling": lambda: part_scaling(quick, out_dir),
         "sweep": lambda: part_sweep(quick, out_dir)}
-    results = []
+    results: list[dict] = []
     for name in names:
         print(f"[bench] {name} ... (load {load()[0]})", flush=True)
         results.append(part(name, fns[name]))
         print(f"[bench] {name} done in {results[-1]['part_wall_s']} s", flush=True)
+        on_part(results)
     return results
 
 
@@ -197,17 +200,21 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick or quick_mode()
     out_dir = Path(args.out) if args.out else RESULTS
     stem = "quick" if quick else "latest"
-    before = load()
-    parts = run_parts(args.only or PARTS, quick, out_dir)
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick,
-        "command": ("BENCH_QUICK=1 " if quick and not args.quick else "") + "make bench"
-        + (f" (parts: {' '.join(args.only)})" if args.only else ""),
-        "machine": machine(), "load_before": before, "load_after": load(), "parts": parts}
-    write_json(out_dir / f"{stem}.json", report)
-    table = markdown(report)
-    write_text(out_dir / f"{stem}.md", table)
-    print(table)
+        "command": ("BENCH_QUICK=1 " if quick_mode() else "")
+        + " ".join(["python -m bench.run_all", *(sys.argv[1:] if argv is None else argv)]).strip(),
+        "machine": machine(), "load_before": load(), "load_after": None, "parts": []}
+
+    def save(parts: list[dict]) -> str:  # after every part: an interrupted run keeps what it measured
+        report.update(parts=parts, load_after=load())
+        write_json(out_dir / f"{stem}.json", report)
+        table = markdown(report)
+        write_text(out_dir / f"{stem}.md", table)
+        return table
+
+    parts = run_parts(args.only or PARTS, quick, out_dir, on_part=save)
+    print(save(parts))
     errors = [p["name"] for p in parts if "error" in p]
     if errors:
         print(f"parts that failed: {errors} (their errors are in {out_dir / (stem + '.json')})", file=sys.stderr)

@@ -132,6 +132,6 @@ def test_gpu_script_dry_run(tmp_path):
     names = [p["name"] for p in report["parts"]]
     assert names == ["throughput_mobilenet_v2", "throughput_resnet50", "lr_finder", "race"]
     tp = report["parts"][0]
-    assert {"ftkit", "hand_loader", "hand_gpu_data"} == tp["median_img_per_s"].keys()
+    assert {"ftkit", "ftkit_workers0", "hand_loader", "hand_gpu_data"} == tp["median_img_per_s"].keys()
     assert tp["runtime"]["device"] == "cpu" and tp["runtime"]["bf16_autocast"] is False  # auto on a CPU: fp32
     assert "| mobilenet_v2 |" in (tmp_path / "gpu_dry_run.md").read_text()
