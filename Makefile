@@ -24,7 +24,8 @@ test: setup
 # BENCH_QUICK=1 make bench: tiny sizes (a smoke test; writes quick.{json,md}). fastai runs in
 # its own virtualenv beside our torch (bench/fastai_env.sh, --no-deps: no second torch).
 bench: setup
-	bash bench/fastai_env.sh $(VENV) .venv-fastai
+	bash bench/fastai_env.sh $(VENV) .venv-fastai \
+		|| echo "warning: could not make .venv-fastai; the fastai part will record the error" >&2
 	$(BIN)/python -m bench.run_all
 
 # JupyterLab on the lessons. overrides.json goes where this JupyterLab reads it
