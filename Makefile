@@ -20,8 +20,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Every benchmark (bench/run_all.py): bench/results/latest.{json,md} and the table printed.
+# BENCH_QUICK=1 make bench: tiny sizes (a smoke test; writes quick.{json,md}). fastai runs in
+# its own virtualenv beside our torch (bench/fastai_env.sh, --no-deps: no second torch).
 bench: setup
-	$(BIN)/python bench/bench_lr_finder.py
+	bash bench/fastai_env.sh $(VENV) .venv-fastai \
+		|| echo "warning: could not make .venv-fastai; the fastai part will record the error" >&2
+	$(BIN)/python -m bench.run_all
 
 # JupyterLab on the lessons. overrides.json goes where this JupyterLab reads it
 # (<venv>/share/jupyter/lab/settings); root (a container) needs --allow-root.

@@ -121,20 +121,13 @@ def measure(fn, model, opt, loader, args):
                 grads_left=grads_left)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="32x32 inputs, 30 steps, 3 repeats "
-                        "(default: 64x64, 100 steps, 3 repeats)")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--num-iter", type=int, default=None)
-    parser.add_argument("--size", type=int, default=None, help="input image size")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    args.repeats = args.repeats or 3
-    args.num_iter = args.num_iter or (30 if args.quick else 100)
-    args.size = args.size or (32 if args.quick else 64)
-    args.start_lr, args.end_lr = 1e-6, 1.0
+def run(*, quick: bool = False, repeats: int = 3, num_iter: int | None = None, size: int | None = None,
+        batch_size: int = 16, device: str | None = None) -> dict:
+    """Interleaved runs of both finders; the figures as a dict (``main`` prints them)."""
+    args = argparse.Namespace(repeats=repeats, num_iter=num_iter or (30 if quick else 100),
+                              size=size or (32 if quick else 64), batch_size=batch_size,
+                              device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                              start_lr=1e-6, end_lr=1.0)
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).to(args.device)
@@ -161,11 +154,32 @@ def main() -> None:
         order = list(tools) if r % 2 == 0 else list(reversed(tools))
         for name in order:
             rows[name].append(measure(tools[name], model, opt, loader, args))
+    ratios = [a["wall"] / b["wall"] for a, b in zip(rows["ftkit"], rows["torch-lr-finder"])]
+    return {"what": f"lr_find vs torch-lr-finder: resnet18 (random init), input {args.size}x{args.size}, "
+                    f"batch {args.batch_size}, num_iter {args.num_iter}, device {args.device}",
+            "settings": {k: v for k, v in vars(args).items()}, "torch_threads": torch.get_num_threads(),
+            "weights_mib": weights / 2**20, "optimizer_state_mib": state / 2**20, "unit_bytes": unit,
+            "runs": rows, "ratios": ratios, "median_ratio": statistics.median(ratios),
+            "saved_copies": {name: runs[0]["saved"] / unit for name, runs in rows.items()}}
 
-    print(f"model resnet18 (random init), input {args.size}x{args.size}, batch {args.batch_size}, "
-          f"num_iter {args.num_iter}, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"parameters+buffers {weights / 2**20:.1f} MiB, optimizer state {state / 2**20:.1f} MiB "
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="32x32 inputs, 30 steps, 3 repeats "
+                        "(default: 64x64, 100 steps, 3 repeats)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--num-iter", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None, help="input image size")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    res = run(quick=args.quick, repeats=args.repeats or 3, num_iter=args.num_iter, size=args.size,
+              batch_size=args.batch_size, device=args.device)
+    rows, unit = res["runs"], res["unit_bytes"]
+    s = res["settings"]
+    print(f"model resnet18 (random init), input {s['size']}x{s['size']}, batch {s['batch_size']}, "
+          f"num_iter {s['num_iter']}, device {s['device']}, torch threads {res['torch_threads']}")
+    print(f"parameters+buffers {res['weights_mib']:.1f} MiB, optimizer state {res['optimizer_state_mib']:.1f} MiB "
           f"(one copy of both = {unit / 2**20:.1f} MiB)")
     for name, runs in rows.items():
         walls = ", ".join(f"{m['wall']:.2f}" for m in runs)
@@ -180,9 +194,8 @@ def main() -> None:
         if runs[0]["gpu"] is not None:
             line += f"; peak extra GPU {statistics.median(m['gpu'] for m in runs) / 2**20:.1f} MiB"
         print(line)
-    ratios = [a["wall"] / b["wall"] for a, b in zip(rows["ftkit"], rows["torch-lr-finder"])]
-    print(f"wall-time ratio ftkit / torch-lr-finder: median {statistics.median(ratios):.3f} "
-          f"(per repeat: {', '.join(f'{r:.3f}' for r in ratios)})")
+    print(f"wall-time ratio ftkit / torch-lr-finder: median {res['median_ratio']:.3f} "
+          f"(per repeat: {', '.join(f'{r:.3f}' for r in res['ratios'])})")
 
 
 if __name__ == "__main__":

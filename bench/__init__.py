@@ -1,0 +1,1 @@
+"""Benchmarks against the tools people would use instead (``make bench``)."""
