@@ -100,7 +100,8 @@ def test_pinned_outputs_do_not_drift(name, tmp_path):
     nb = nbformat.read(path, as_version=4)
     # Run up to the last pinned cell only: the cells after it are the lesson's papermill test's job
     # (tests/test_notebooks.py runs every cell at the same settings), not this one's.
-    last = max(i for i, c in enumerate(nb.cells) if c in tagged(nb))
+    pinned = {c.id for c in tagged(nb)}
+    last = max(i for i, c in enumerate(nb.cells) if c.id in pinned)
     nb.cells = nb.cells[:last + 1]
     for i, cell in enumerate(tagged(nb), start=1):
         cell.outputs = [nbformat.from_dict(o) for o in pins[cell.id]["outputs"]]
