@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import torch
 
+from ftkit.core.torchutil import atomic_path
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -116,22 +118,15 @@ def part(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    """Write ``payload`` atomically (a temporary file, then a rename): nothing half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_plain))
-    tmp.replace(path)
-    return path
+    """Write ``payload`` as JSON atomically: nothing half-written (see :func:`write_text`)."""
+    return write_text(path, json.dumps(payload, indent=2, default=_plain))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    """Write ``text`` through ftkit's ``atomic_path`` (a temporary file beside ``path``, then a rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def _plain(value: Any) -> Any:
