@@ -23,6 +23,9 @@ number of epochs:
   (Adam 1e-2, 1 epoch, head only) and whose main phase is the race's
   ``finetune`` spec (Adam 3e-4, constant, E epochs, precise BN), i.e. ftkit's
   linear-probe-then-fine-tune with the LRs the race's written rule picked.
+* **ftkit, its own recipe without precise BN** (``lp_ft_plain``): the same with
+  ``precise_bn=False`` in both phases, to show what precise BN's extra forward
+  passes (before each evaluation) cost and what they buy.
 
 Wall times cover building the model and training with a validation pass per
 epoch in all three. Figures: median time ratio ftkit / fastai and the mean
@@ -102,10 +105,11 @@ def ftkit_identical(train, val, *, epochs: int, batch_size: int, seed: int) -> f
     return float(h.evals[-1]["val_acc"])
 
 
-def ftkit_own(data: DataSpec, *, epochs: int, batch_size: int, seed: int) -> float:
+def ftkit_own(data: DataSpec, *, epochs: int, batch_size: int, seed: int, precise_bn: bool = True) -> float:
     """ftkit's linear probe then fine-tune (the race's LRs); returns the final validation accuracy."""
-    probe = STRATEGIES["linear_probe"].train.replace(epochs=1, batch_size=batch_size, device="cpu")
-    main = STRATEGIES["finetune"].train.replace(epochs=epochs, batch_size=batch_size, device="cpu")
+    kw = dict(batch_size=batch_size, device="cpu", precise_bn=precise_bn)
+    probe = STRATEGIES["linear_probe"].train.replace(epochs=1, **kw)
+    main = STRATEGIES["finetune"].train.replace(epochs=epochs, **kw)
     strategy = Strategy("lp_ft", ModelSpec(), main, probe=probe, description="linear probe, then fine-tune")
     return float(run_one(RunSpec(strategy, data, seed)).final_acc)
 
@@ -136,7 +140,9 @@ def compare_fine_tune(data: DataSpec, *, epochs: int, batch_size: int, seeds: in
     train, val = data.load()
     runs = {"fastai": lambda s: fastai_fine_tune(train, val, epochs=epochs, batch_size=batch_size, seed=s),
             "ftkit_identical": lambda s: ftkit_identical(train, val, epochs=epochs, batch_size=batch_size, seed=s),
-            "ftkit_own": lambda s: ftkit_own(data, epochs=epochs, batch_size=batch_size, seed=s)}
+            "ftkit_own": lambda s: ftkit_own(data, epochs=epochs, batch_size=batch_size, seed=s),
+            "ftkit_own_plain": lambda s: ftkit_own(data, epochs=epochs, batch_size=batch_size, seed=s,
+                                                   precise_bn=False)}
     tiny_train = Subset(train, range(min(len(train), 2 * batch_size)))
     tiny_val = Subset(val, range(min(len(val), batch_size)))
     for name in ("fastai", "ftkit_identical"):  # warm-up on two batches (imports, first-call costs), untimed
@@ -153,7 +159,7 @@ def compare_fine_tune(data: DataSpec, *, epochs: int, batch_size: int, seeds: in
         row["load"] = load()[0]
         rows.append(row)
     out = {"per_seed": rows}
-    for name in ("ftkit_identical", "ftkit_own"):
+    for name in ("ftkit_identical", "ftkit_own", "ftkit_own_plain"):
         r = [row[f"{name}_s"] / row["fastai_s"] for row in rows]
         d = [row[f"{name}_acc"] - row["fastai_acc"] for row in rows]
         out[name] = {"time_ratios": [round(x, 3) for x in r], "median_time_ratio": round(statistics.median(r), 3),

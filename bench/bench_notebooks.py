@@ -9,6 +9,7 @@ a full run above that is flagged.
     python bench/bench_notebooks.py                 # full runs, then fast runs
     python bench/bench_notebooks.py --only fast     # just the CI mode
     python bench/bench_notebooks.py 01_scratch_vs_finetune.ipynb --only full
+    python bench/bench_notebooks.py --only full --jobs 2 --threads 1   # two one-core kernels at a time
 
 Timings on a shared machine are disturbed by other load: the load average is
 printed beside every figure.
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import psutil
@@ -30,62 +32,102 @@ NOTEBOOKS = ROOT / "notebooks"
 BINDER_GUARANTEED_MB = 1024
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    """Bytes resident in ``proc``'s descendants (the kernel tree under papermill)."""
-    total = 0
+def _anon_kb(pid: int) -> int:
+    """RssAnon of one process (Linux): its resident memory that is not a mapped file."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory(proc: psutil.Process, cpu: dict[int, float]) -> tuple[int, int]:
+    """Bytes resident (all, and anonymous only) in ``proc``'s descendants (the kernel tree
+    under papermill); records each descendant's CPU seconds in ``cpu`` (pid -> user + system)."""
+    rss = anon = 0
     for child in proc.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            rss += child.memory_info().rss
+            t = child.cpu_times()
+            cpu[child.pid] = t.user + t.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total
+            continue
+        anon += _anon_kb(child.pid) * 1024
+    return rss, anon
 
 
-def run(name: str, fast: bool, poll_s: float = 0.2, timeout_s: float = 3600) -> dict:
-    """Run one notebook; return wall time, peak kernel-tree RSS and the exit code."""
+def run(name: str, fast: bool, poll_s: float = 0.2, timeout_s: float = 3600, threads: int | None = None) -> dict:
+    """Run one notebook; return wall time, the kernel tree's CPU time and peak memory, and the exit code.
+
+    ``threads``: the kernel's torch/OpenMP threads (``OMP_NUM_THREADS``; None: torch's default).
+    Peak RSS counts every resident page, the shared libraries' too; peak anonymous RSS leaves
+    out mapped files (torch's CUDA libraries are a few hundred MB of those here; a CPU wheel
+    maps far less), which the kernel can drop and reread under memory pressure.
+    """
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "papermill", str(NOTEBOOKS / name), str(Path(tmp) / name),
                "--cwd", str(NOTEBOOKS), "-k", "python3", "--no-progress-bar"]
         if fast:
             cmd += ["-p", "fast", "True"]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        watched, peak = psutil.Process(proc.pid), 0
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        watched, peak, peak_anon, cpu = psutil.Process(proc.pid), 0, 0, {}
         while proc.poll() is None:
-            peak = max(peak, tree_rss(watched))
+            rss, anon = tree_memory(watched, cpu)
+            peak, peak_anon = max(peak, rss), max(peak_anon, anon)
             if time.perf_counter() - t0 > timeout_s:
                 proc.kill()
                 break
             time.sleep(poll_s)
         wall = time.perf_counter() - t0
         err = proc.stderr.read() if proc.stderr else ""
-    return {"notebook": name, "mode": "fast" if fast else "full", "wall_s": wall, "peak_mb": peak / 2**20,
+    return {"notebook": name, "mode": "fast" if fast else "full", "wall_s": wall, "cpu_s": sum(cpu.values()),
+            "peak_mb": peak / 2**20, "peak_anon_mb": peak_anon / 2**20, "threads": threads,
             "rc": proc.returncode, "load": os.getloadavg()[0], "error": err[-800:] if proc.returncode else ""}
+
+
+def run_many(names: list[str], fast: bool, *, jobs: int = 1, threads: int | None = None):
+    """``run`` for each name, ``jobs`` notebooks at a time; yields results as they finish."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run, n, fast, threads=threads) for n in names]
+        for f in as_completed(futures):
+            yield f.result()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", help="file names in notebooks/ (default: all)")
     ap.add_argument("--only", choices=["full", "fast"], help="run one mode only")
+    ap.add_argument("--jobs", type=int, default=1, help="notebooks run at a time (default 1)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per kernel (OMP_NUM_THREADS; default: torch's own choice)")
     args = ap.parse_args(argv)
     names = args.notebooks or sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     unknown = [n for n in names if not (NOTEBOOKS / n).exists()]
     if unknown:
         ap.error(f"not in {NOTEBOOKS}: {unknown}; choose from {sorted(p.name for p in NOTEBOOKS.glob('*.ipynb'))}")
     modes = [m == "fast" for m in (["full", "fast"] if args.only is None else [args.only])]
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        ap.error("--jobs and --threads must be at least 1")
     failed = 0
-    print(f"{'notebook':34} {'mode':5} {'wall s':>8} {'peak MB':>8} {'load':>5}  note")
+    print(f"{'notebook':34} {'mode':5} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'anon MB':>8} {'load':>5}  note")
     for fast in modes:
         total = 0.0
-        for name in names:
-            r = run(name, fast)
+        for r in run_many(names, fast, jobs=args.jobs, threads=args.threads):
+            name = r["notebook"]
             total += r["wall_s"]
             note = "FAILED: " + r["error"].strip().splitlines()[-1] if r["rc"] else ""
             if not fast and r["peak_mb"] > BINDER_GUARANTEED_MB:
                 note += f" over Binder's guaranteed {BINDER_GUARANTEED_MB} MB"
             failed += bool(r["rc"])
-            print(f"{name:34} {r['mode']:5} {r['wall_s']:8.1f} {r['peak_mb']:8.0f} {r['load']:5.1f}  {note}",
-                  flush=True)
+            print(f"{name:34} {r['mode']:5} {r['wall_s']:8.1f} {r['cpu_s']:8.1f} {r['peak_mb']:8.0f} "
+                  f"{r['peak_anon_mb']:8.0f} {r['load']:5.1f}  {note}", flush=True)
         print(f"{'total':34} {'fast' if fast else 'full':5} {total:8.1f}", flush=True)
     return 1 if failed else 0
 

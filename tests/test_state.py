@@ -66,3 +66,24 @@ def test_group_settings_round_trip_drops_added_keys_and_keeps_tensor_objects():
     restore_group_settings(opt, saved)
     assert "initial_lr" not in opt.param_groups[0]
     assert opt.param_groups[0]["lr"] is lr_obj and lr_obj.item() == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([1.0, 2.0], True),
+    ([3e38, 3e38, 3e38], True),                    # finite, but the float32 sum overflows: exact check
+    ([1.0, float("nan")], False),
+    ([float("inf"), -float("inf")], False),          # the sum is NaN, not a cancelling zero
+    ([float("-inf")], False),
+])
+def test_all_finite_is_exact_on_nan_inf_and_overflowing_sums(values, expected):
+    from ftkit.core.state import all_finite
+
+    tensors = [torch.tensor(values), torch.zeros(0), torch.arange(3)]  # empty and integer tensors: ignored
+    assert all_finite(tensors) is expected
+
+
+def test_all_finite_sums_half_precision_in_float32():
+    from ftkit.core.state import all_finite
+
+    assert all_finite([torch.full((4,), 6e4, dtype=torch.float16)])  # the fp16 sum would overflow
+    assert not all_finite([torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)])

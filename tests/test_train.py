@@ -287,6 +287,16 @@ def test_evaluate_matches_hand_written_and_restores_mode(data):
     assert all(m.training for m in model.modules())
 
 
+def test_evaluate_default_batch_on_cpu_gives_the_same_numbers(data):
+    from ftkit.training.loop import EVAL_BATCH_CPU
+
+    model = tiny()
+    default, whole = evaluate(model, data[1], device="cpu"), evaluate(model, data[1], batch_size=96, device="cpu")
+    assert EVAL_BATCH_CPU < len(data[1])  # more than one batch, so the averaging over batches is exercised
+    assert default["n"] == whole["n"] == 96 and default["acc"] == whole["acc"]
+    assert default["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+
+
 # ---------------------------------------------------------------- NaN, Ctrl-C, callbacks
 
 class Recorder:

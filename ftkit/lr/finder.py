@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from ftkit.core.runtime import Runtime, resolve_runtime
 from ftkit.core.state import StateSnapshot, restore_modes, save_modes
-from ftkit.core.torchutil import resolve_device
+from ftkit.core.torchutil import release_freed_memory, resolve_device
 from ftkit.lr.result import LRFindResult, LRFindSettings, SweepRecord, assemble_result
 from ftkit.lr.rules import rule_names
 from ftkit.training.callbacks import StopTraining
@@ -242,6 +242,7 @@ def lr_find(
         _clear_grads(model)
         for g, state in zip(generators, gen_states):
             g.set_state(state)
+        release_freed_memory()  # the sweep's activations: back to the OS, not kept by the allocator
 
     settings = LRFindSettings(
         start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode=step_mode, beta=beta,

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ftkit.core.runtime import resolve_runtime
 from ftkit.core.state import preserved_modes, restore_group_settings, save_group_settings
+from ftkit.core.torchutil import release_freed_memory
 from ftkit.training.callbacks import callback_list
 from ftkit.training.checks import BatchError, NamedItems
 from ftkit.training.engine import MAX_LOSS_FACTOR, TrainLoop, evaluate_loader
@@ -64,12 +65,18 @@ __all__ = ["fit", "evaluate", "evaluate_loader", "TrainLoop", "BatchError", "FIT
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
+EVAL_BATCH_CPU, EVAL_BATCH_ACCELERATOR = 32, 256  # evaluate()'s batch size when none is given
+
+
+def evaluate(model: nn.Module, data: Dataset, *, batch_size: int | None = None,
              device: str | torch.device = "auto") -> dict:
     """Mean cross-entropy and accuracy of ``model`` on ``data``.
 
     Runs in eval mode without gradients and restores every module's mode
     afterwards. The model is moved to ``device`` (and stays there).
+    ``batch_size`` None: 32 on a CPU, 256 on an accelerator. On the 2-core CPU
+    (MobileNetV2, 64 px, 500 images) 32 was 3x faster than 256 and needed a
+    third of the memory (about 115 MB against 370 MB above the model).
 
     Returns:
         ``{"loss": float, "acc": float, "n": int}``.
@@ -77,6 +84,8 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256,
     if len(data) == 0:
         raise ValueError("evaluate() got an empty data set")
     rt = resolve_runtime(device)
+    if batch_size is None:
+        batch_size = EVAL_BATCH_CPU if rt.device.type == "cpu" else EVAL_BATCH_ACCELERATOR
     model.to(rt.device)
     return evaluate_loader(model, DataLoader(data, batch_size=batch_size, shuffle=False), rt)
 
@@ -285,4 +294,5 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None,
         finally:
             bar.close()
             restore_group_settings(opt, settings)
+            release_freed_memory()  # the run's activations: back to the OS, not kept by the allocator
     return history
