@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ftkit.analysis.activations import capture_outputs
 from ftkit.analysis.depth import depth_layers
-from ftkit.analysis.features import extract_features
+from ftkit.analysis.features import DEFAULT_BATCH_SIZE, extract_features
 
 __all__ = ["linear_cka", "cka_by_group"]
 
@@ -53,7 +53,7 @@ def _maps(model: nn.Module, data: Dataset, layer: str, batch_size: int) -> np.nd
 
 
 def cka_by_group(model_a: nn.Module, model_b: nn.Module, data: Dataset, *, spatial: bool = False,
-                 batch_size: int = 128) -> pd.DataFrame:
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
     """Linear CKA between two networks of the same architecture, group by group, on ``data``.
 
     Args:

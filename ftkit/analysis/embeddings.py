@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ftkit.analysis.depth import depth_layers, pick_depths
-from ftkit.analysis.features import extract_features
+from ftkit.analysis.features import DEFAULT_BATCH_SIZE, extract_features
 
 __all__ = ["Embedding", "embed_2d", "embed_by_depth", "knn_accuracy"]
 
@@ -61,7 +61,7 @@ def embed_2d(X: np.ndarray, *, seed: int = 0, perplexity: float = 30.0) -> np.nd
 
 
 def embed_by_depth(model: nn.Module, data: Dataset, groups: Sequence[str] | None = None, *,
-                   seed: int = 0, batch_size: int = 128) -> list[Embedding]:
+                   seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Embedding]:
     """t-SNE maps of the pooled features at the chosen groups (default: the first and the last body group)."""
     layers = depth_layers(model)
     chosen = pick_depths(layers, groups) if groups is not None else [layers[0], layers[-1]]

@@ -34,7 +34,7 @@ from ftkit.analysis.feature_cache import (
 )
 from ftkit.core.runtime import resolve_runtime
 from ftkit.core.state import preserved_modes
-from ftkit.core.torchutil import get_module
+from ftkit.core.torchutil import get_module, release_freed_memory
 from ftkit.models.heads import find_head_block
 
 __all__ = ["Features", "FeatureCache", "default_feature_cache", "set_default_feature_cache",
@@ -239,6 +239,7 @@ def _run(model: nn.Module, data: Dataset, layer: str, hook: str, batch_size: int
                 ys.append(torch.as_tensor(y).reshape(-1))
     finally:
         handle.remove()
+        release_freed_memory()  # the forward passes' activations: back to the OS, not kept by the allocator
     return torch.cat(xs).numpy().astype(np.float32, copy=False), torch.cat(ys).numpy().astype(np.int64)
 
 

@@ -20,6 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ftkit.analysis.activations import capture_outputs
+from ftkit.analysis.features import DEFAULT_BATCH_SIZE
+from ftkit.core.torchutil import release_freed_memory
 
 __all__ = ["ReceptiveField", "receptive_field", "TopPatches", "top_patches", "to_rgb"]
 
@@ -79,7 +81,7 @@ class TopPatches:
 
 
 def top_patches(model: nn.Module, data: Dataset, layer: str, channel: int, *, k: int = 9,
-                batch_size: int = 128, max_items: int | None = None) -> TopPatches:
+                batch_size: int = DEFAULT_BATCH_SIZE, max_items: int | None = None) -> TopPatches:
     """Scan ``data`` and keep the ``k`` images whose best unit in ``channel`` is highest.
 
     Args:
@@ -107,6 +109,7 @@ def top_patches(model: nn.Module, data: Dataset, layer: str, channel: int, *, k:
         v, i = flat.max(1)
         best.append(v)
         where.append(torch.stack([i // m.shape[3], i % m.shape[3]], 1))
+    release_freed_memory()  # the forward passes' maps: back to the OS, not kept by the allocator
     scores, locs = torch.cat(best), torch.cat(where)
     order = torch.argsort(scores, descending=True)[:k]
     size = data[0][0].shape[-1]

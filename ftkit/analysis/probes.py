@@ -21,13 +21,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ftkit.analysis.depth import depth_layers, pick_depths
-from ftkit.analysis.features import extract_features, fit_feature_classifier
+from ftkit.analysis.features import DEFAULT_BATCH_SIZE, extract_features, fit_feature_classifier
 
 __all__ = ["probe_by_depth", "best_depth"]
 
 
 def probe_by_depth(model: nn.Module, train: Dataset, val: Dataset, *, groups: Sequence[str] | None = None,
-                   kind: str = "logistic", batch_size: int = 128, device: str = "auto",
+                   kind: str = "logistic", batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
                    **classifier_kw: Any) -> pd.DataFrame:
     """Train one probe per layer group on ``train`` features and score it on ``val``.
 
