@@ -117,8 +117,11 @@ def fit_tensors(model: nn.Module, task: TensorTask, *, lr: float, steps: int, se
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, task: TensorTask, batch_size: int = 1000, start: int = 0) -> float:
-    """Top-1 accuracy of ``model`` (in eval mode) on ``task`` (activations after ``start`` groups)."""
+def accuracy(model: nn.Module, task: TensorTask, batch_size: int = 256, start: int = 0) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on ``task`` (activations after ``start`` groups).
+
+    Batches of 256: on 5,000 test images 2x faster than 1,000 and 60 MB less memory
+    (``python notes/h13_memory/acc.py``)."""
     model.eval()
     forward = _forward(model, start)
     correct = 0
