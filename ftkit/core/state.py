@@ -70,9 +70,10 @@ def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
 
     Fast path: one float32 sum per tensor, added up. A NaN or an Inf anywhere
     makes that total non-finite, so a finite total proves every value finite
-    (one vectorised pass; ``isfinite`` per tensor or an inf-norm costs about 15x
-    more on a CPU). Only a non-finite total, which finite values can also reach by
-    overflow, pays for the exact per-tensor check.
+    (one vectorised pass: 2.9 ms on ResNet-18's weights at one CPU thread, against
+    31 ms for an inf-norm and 49 ms for ``isfinite`` per tensor;
+    ``notes/h13_memory/finite.py``). Only a non-finite total, which finite values
+    can also reach by overflow, pays for the exact per-tensor check.
     """
     floats = [t.detach() for t in tensors if t.is_floating_point()]
     if not floats:

@@ -174,8 +174,9 @@ def _frozen_prefix(train: Sequence[str] | None) -> int:
 
 @torch.no_grad()
 def _cached(model: SmallCNN, task: TensorTask, k: int, chunk: int = 256) -> TensorTask:
-    """The task's images after the ``k`` frozen groups, computed ``chunk`` images at a time (all at once, the
-    first group's maps of 3,600 images needed about 0.3 GB while they were computed)."""
+    """The task's images after the ``k`` frozen groups, computed ``chunk`` images at a time: all at once,
+    every intermediate of the first group (convolution, BatchNorm, ReLU) is a whole-task tensor, 90 MB
+    each for 3,600 images of 8 x 28 x 28 floats (by size; lesson 09's peak is elsewhere, notes/h13_memory.md)."""
     if not k:
         return task
     model.eval()
