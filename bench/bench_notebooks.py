@@ -10,6 +10,7 @@ a full run above that is flagged.
     python bench/bench_notebooks.py --only fast     # just the CI mode
     python bench/bench_notebooks.py 01_scratch_vs_finetune.ipynb --only full
     python bench/bench_notebooks.py --only full --jobs 2 --threads 1   # two one-core kernels at a time
+    python bench/bench_notebooks.py 07_four_scenarios.ipynb --only full -y "seeds=[0]" --timeout-s 7200
 
 Timings on a shared machine are disturbed by other load: the load average is
 printed beside every figure.
@@ -59,10 +60,14 @@ def tree_memory(proc: psutil.Process, cpu: dict[int, float]) -> tuple[int, int]:
     return rss, anon
 
 
-def run(name: str, fast: bool, poll_s: float = 0.2, timeout_s: float = 3600, threads: int | None = None) -> dict:
+def run(name: str, fast: bool, poll_s: float = 0.2, timeout_s: float = 3600, threads: int | None = None,
+        parameters: dict[str, str] | None = None) -> dict:
     """Run one notebook; return wall time, the kernel tree's CPU time and peak memory, and the exit code.
 
     ``threads``: the kernel's torch/OpenMP threads (``OMP_NUM_THREADS``; None: torch's default).
+    ``parameters``: papermill parameters as YAML values (passed with ``-y``, e.g. ``{"seeds": "[0]"}``),
+    applied after ``fast``; the result records them. ``timeout_s``: the kernel tree is killed after
+    this many seconds and the result says ``timed_out``.
     Peak RSS counts every resident page, the shared libraries' too; peak anonymous RSS leaves
     out mapped files (torch's CUDA libraries are a few hundred MB of those here; a CPU wheel
     maps far less), which the kernel can drop and reread under memory pressure.
@@ -75,27 +80,36 @@ def run(name: str, fast: bool, poll_s: float = 0.2, timeout_s: float = 3600, thr
                "--cwd", str(NOTEBOOKS), "-k", "python3", "--no-progress-bar"]
         if fast:
             cmd += ["-p", "fast", "True"]
+        for key, value in (parameters or {}).items():
+            cmd += ["-y", f"{key}: {value}"]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        watched, peak, peak_anon, cpu = psutil.Process(proc.pid), 0, 0, {}
+        watched, peak, peak_anon, cpu, timed_out = psutil.Process(proc.pid), 0, 0, {}, False
         while proc.poll() is None:
             rss, anon = tree_memory(watched, cpu)
             peak, peak_anon = max(peak, rss), max(peak_anon, anon)
             if time.perf_counter() - t0 > timeout_s:
+                for child in watched.children(recursive=True):  # the kernel and its workers, not only papermill
+                    child.kill()
                 proc.kill()
+                proc.wait()
+                timed_out = True
                 break
             time.sleep(poll_s)
         wall = time.perf_counter() - t0
         err = proc.stderr.read() if proc.stderr else ""
     return {"notebook": name, "mode": "fast" if fast else "full", "wall_s": wall, "cpu_s": sum(cpu.values()),
             "peak_mb": peak / 2**20, "peak_anon_mb": peak_anon / 2**20, "threads": threads,
-            "rc": proc.returncode, "load": os.getloadavg()[0], "error": err[-800:] if proc.returncode else ""}
+            "rc": proc.returncode, "timed_out": timed_out, "parameters": dict(parameters or {}),
+            "load": os.getloadavg()[0], "error": err[-800:] if proc.returncode else ""}
 
 
-def run_many(names: list[str], fast: bool, *, jobs: int = 1, threads: int | None = None):
+def run_many(names: list[str], fast: bool, *, jobs: int = 1, threads: int | None = None,
+             timeout_s: float = 3600, parameters: dict[str, str] | None = None):
     """``run`` for each name, ``jobs`` notebooks at a time; yields results as they finish."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run, n, fast, threads=threads) for n in names]
+        futures = [pool.submit(run, n, fast, threads=threads, timeout_s=timeout_s, parameters=parameters)
+                   for n in names]
         for f in as_completed(futures):
             yield f.result()
 
@@ -107,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="notebooks run at a time (default 1)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per kernel (OMP_NUM_THREADS; default: torch's own choice)")
+    ap.add_argument("--timeout-s", type=float, default=3600,
+                    help="stop a notebook after this many seconds (default 3600); it is reported as stopped")
+    ap.add_argument("-y", "--parameter", action="append", default=[], metavar="NAME=YAML",
+                    help="override a notebook parameter, e.g. -y 'seeds=[0]' (repeatable; recorded in the output)")
     args = ap.parse_args(argv)
     names = args.notebooks or sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     unknown = [n for n in names if not (NOTEBOOKS / n).exists()]
@@ -115,17 +133,29 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m == "fast" for m in (["full", "fast"] if args.only is None else [args.only])]
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         ap.error("--jobs and --threads must be at least 1")
+    if args.timeout_s <= 0:
+        ap.error(f"--timeout-s must be positive, not {args.timeout_s}")
+    bad = [p for p in args.parameter if "=" not in p or not p.split("=", 1)[0].strip()]
+    if bad:
+        ap.error(f"parameters must read NAME=YAML (e.g. seeds=[0]), not {bad}")
+    parameters = {k.strip(): v for k, v in (p.split("=", 1) for p in args.parameter)}
     failed = 0
     print(f"{'notebook':34} {'mode':5} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'anon MB':>8} {'load':>5}  note")
     for fast in modes:
         total = 0.0
-        for r in run_many(names, fast, jobs=args.jobs, threads=args.threads):
+        for r in run_many(names, fast, jobs=args.jobs, threads=args.threads, timeout_s=args.timeout_s,
+                          parameters=parameters):
             name = r["notebook"]
             total += r["wall_s"]
-            note = "FAILED: " + r["error"].strip().splitlines()[-1] if r["rc"] else ""
+            if r["timed_out"]:
+                note = f"stopped at the {args.timeout_s:.0f} s limit, unfinished (peak until then)"
+            else:
+                note = "FAILED: " + (r["error"].strip().splitlines() or ["?"])[-1] if r["rc"] else ""
+            if parameters:
+                note += " parameters: " + ", ".join(f"{k}={v}" for k, v in parameters.items())
             if not fast and r["peak_mb"] > BINDER_GUARANTEED_MB:
                 note += f" over Binder's guaranteed {BINDER_GUARANTEED_MB} MB"
-            failed += bool(r["rc"])
+            failed += bool(r["rc"]) and not r["timed_out"]
             print(f"{name:34} {r['mode']:5} {r['wall_s']:8.1f} {r['cpu_s']:8.1f} {r['peak_mb']:8.0f} "
                   f"{r['peak_anon_mb']:8.0f} {r['load']:5.1f}  {note}", flush=True)
         print(f"{'total':34} {'fast' if fast else 'full':5} {total:8.1f}", flush=True)

@@ -82,7 +82,9 @@ def part_notebooks(quick: bool) -> dict:
     return {"what": "each notebook under papermill: wall time, CPU time and peak RSS (all, and anonymous only) of "
                     "the kernel's process tree (polled every 0.2 s); full runs at 1 torch thread, two at a time"
                     + ("; quick mode: 00_tour fast only" if quick else ""),
-            "rows": rows, "failed": [r["notebook"] + "/" + r["mode"] for r in rows if r["rc"]],
+            "rows": rows,
+            "failed": [r["notebook"] + "/" + r["mode"] for r in rows if r["rc"] and not r.get("timed_out")],
+            "stopped": [r["notebook"] + "/" + r["mode"] for r in rows if r.get("timed_out")],
             "full_total_s": round(sum(r["wall_s"] for r in full), 1),
             "fast_total_s": round(sum(r["wall_s"] for r in fast), 1),
             "max_peak_mb": round(max(r["peak_mb"] for r in rows), 1),
@@ -167,7 +169,9 @@ def summary(p: dict) -> tuple[str, str, str]:
             fig += f"; full total {p['full_total_s']:.0f} s"
         if p["failed"]:
             fig += f"; FAILED {p['failed']}"
-        return fig, p["goal"], yes(not p["over_binder"] and not p["failed"])
+        if p.get("stopped"):
+            fig += f"; stopped at the per-notebook limit, unfinished (peak until then) {p['stopped']}"
+        return fig, p["goal"], yes(not p["over_binder"] and not p["failed"] and not p.get("stopped"))
     if name == "scaling":
         rn, rm = p["by_images_per_class"], p["by_model"]
         return ("fine-tune/features time: " + ", ".join(f"{r['n_per_class']}/class {r['finetune_over_features']}x"

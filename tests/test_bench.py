@@ -97,6 +97,26 @@ def test_notebooks_part_quick_runs_one_notebook_fast():
     table_row("notebooks", res)
 
 
+@pytest.mark.notebook
+def test_a_notebook_past_its_limit_is_stopped_and_reported_not_failed():
+    from bench import bench_notebooks
+
+    r = bench_notebooks.run("00_tour.ipynb", fast=True, timeout_s=1.0, parameters={"fast": "true"})
+    assert r["timed_out"] and r["parameters"] == {"fast": "true"} and r["wall_s"] < 60
+    res = {"rows": [r], "failed": [], "stopped": ["00_tour.ipynb/fast"], "full_total_s": 0, "fast_total_s": 1,
+           "max_peak_mb": r["peak_mb"], "over_binder": [], "goal": "peak <= 1024 MB each (full settings)"}
+    fig, _, met = table_row("notebooks", res)
+    assert "stopped at the per-notebook limit" in fig and met == "no"
+
+
+def test_bench_notebooks_refuses_a_parameter_without_a_name(capsys):
+    from bench import bench_notebooks
+
+    with pytest.raises(SystemExit):
+        bench_notebooks.main(["00_tour.ipynb", "-y", "seeds"])
+    assert "NAME=YAML" in capsys.readouterr().err
+
+
 def test_sweep_part_passes_flags_bench_sweep_knows(capsys, monkeypatch):
     """bench_sweep.py (another engineer's; a full quick sweep takes minutes) takes every flag part_sweep passes."""
     from bench import bench_sweep

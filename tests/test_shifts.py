@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ftkit.data import shifts
+from ftkit.data.catalogue import load_dataset
 from ftkit.data.shifts import (
     CORRUPTIONS,
     SHIFTS,
@@ -86,10 +88,29 @@ def test_rotation_by_90_degrees_matches_rot90():
     assert any(ok)
 
 
-def test_corrupt_leaves_its_input_alone_and_rejects_bad_input():
+def test_task_images_are_exactly_what_load_dataset_gives():
+    """The cache keeps uint8 pixels; the normalised images must still be load_dataset's, bit for bit."""
+    task = fashion_task("B", "test", n_per_class=3, seed=0)
+    data = load_dataset("fashion_mnist", "test", n_per_class=3, seed=0, image_size=28)
+    rows = [i for i in range(len(data)) if data.targets[i] in TASKS["B"]]
+    assert torch.equal(task.X, torch.stack([data[i][0] for i in rows]))
+    pixels, _ = shifts._fashion("test", 3, 0)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (30, 28, 28)
+
+
+@pytest.mark.parametrize("kind", ["blur", "rotate"])
+def test_chunked_corruptions_equal_one_whole_batch(kind, monkeypatch):
+    X, _ = _grey(n=7)
+    whole = corrupt(X, kind, 0.7)
+    monkeypatch.setattr(shifts, "_CHUNK", 3)            # 3 + 3 + 1 images
+    assert torch.allclose(corrupt(X, kind, 0.7), whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_corrupt_leaves_its_input_alone_and_rejects_bad_input(kind):
     X, _ = _grey()
     before = X.clone()
-    corrupt(X, "noise")
+    corrupt(X, kind)
     assert torch.equal(X, before)
     with pytest.raises(ValueError, match="kind must be one of"):
         corrupt(X, "fog")

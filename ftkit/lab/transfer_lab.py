@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 
 from ftkit.core.state import seeded
+from ftkit.core.torchutil import release_freed_memory
 from ftkit.data.shifts import (
     CORRUPTIONS,
     TensorTask,
@@ -218,6 +219,7 @@ def run_transfer(run: TransferRun) -> dict:
         row[f"acc_{c}"] = accuracy(model, shifted)
     row["final_loss"] = float(np.mean(losses[-10:])) if losses else float("nan")
     row["time_s"] = time.perf_counter() - t0
+    release_freed_memory()          # a sweep runs hundreds of these: keep the freed tensors from piling up
     return row
 
 
