@@ -109,7 +109,8 @@ def _demo(args: argparse.Namespace) -> int:
     summary = result.summary()
     table = summary.assign(
         lr=[f"{v:.0e}" for v in summary.lr],
-        final_acc=[f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.final_acc_mean, summary.final_acc_std)],
+        final_acc=[f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f} (one seed)"
+                   for m, s in zip(summary.final_acc_mean, summary.final_acc_std)],
         steps_to_target=[f"{v:.0f}" if v == v else "never" for v in summary.steps_to_target_mean],
     )[["strategy", "lr", "final_acc", "steps_to_target", "reached_target", "time_s_mean"]]
     print(f"\nvalidation accuracy after {int(result.runs['steps'].max())} steps "

@@ -69,6 +69,17 @@ def test_summary_is_mean_and_std_over_seeds(tiny_race):
     json.dumps(tiny_race.to_json_dict())  # JSON-able
 
 
+def test_one_seed_has_no_spread_rather_than_zero_spread(tiny_race):
+    one = RaceResult(tiny_race.curves, tiny_race.runs[tiny_race.runs.seed == tiny_race.runs.seed.min()],
+                     tiny_race.steps, tiny_race.target_acc)
+    s = one.summary()
+    assert s["seeds"].eq(1).all() and s["final_acc_std"].isna().all()
+    w = race_widget(lambda **settings: one, n_per_class=10, epochs=2)
+    w.button.click()
+    assert "one seed" in w.table.value and w.status.value == "done"
+    assert json.loads(json.dumps(one.to_json_dict()))["summary"][0]["final_acc_std"] is None
+
+
 def test_same_seed_same_head_init_for_every_strategy():
     import torch
 

@@ -99,13 +99,16 @@ class RaceResult:
     config: dict = field(default_factory=dict)
 
     def summary(self) -> pd.DataFrame:
-        """Per strategy: mean and std over seeds of the final accuracy, and steps to target."""
+        """Per strategy: mean and std over seeds of the final accuracy, and steps to target.
+
+        ``final_acc_std`` is NaN with one seed (no spread measured; tables show "one seed"), not 0.
+        """
         g = self.runs.groupby("strategy", sort=False)
         out = pd.DataFrame(
             {
                 "lr": g["lr"].first(),
                 "final_acc_mean": g["final_acc"].mean(),
-                "final_acc_std": g["final_acc"].std(ddof=1).fillna(0.0),
+                "final_acc_std": g["final_acc"].std(ddof=1),
                 "steps_to_target_mean": g["steps_to_target"].mean(),
                 "reached_target": g["steps_to_target"].apply(lambda s: f"{int(s.notna().sum())}/{len(s)}"),
                 "body_drift_mean": g["body_drift"].mean(),

@@ -250,8 +250,9 @@ class RaceWidget(widgets.VBox):
         plot_race_panels(result, fig.subplots(1, 2))
         figure_to_image(fig, self.image)
         summary = result.summary()
-        never = {c: "never" for c in summary.columns if c.startswith("steps_to_target")}  # NaN: not reached
-        self.table.value = table(summary, missing=never).html()
+        missing = {c: "never" for c in summary.columns if c.startswith("steps_to_target")}  # NaN: not reached
+        missing["final_acc_std"] = "one seed"                                           # NaN: no spread
+        self.table.value = table(summary, missing=missing).html()
         return result
 
     def _on_click(self, _button) -> None:
