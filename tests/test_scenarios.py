@@ -91,3 +91,16 @@ def test_a_tiny_real_grid_runs_every_kind_of_strategy(tmp_path):
     assert r.lrs == {"digits": {"scratch": 1e-2, "linear_probe": 1e-2}}
     assert r.runs["acc"].between(0, 1).all() and math.isfinite(r.similarity["score"].iloc[0])
     assert len(r.course_table()) == 1
+
+
+def test_feature_vectors_of_a_grid_cell_are_not_kept_in_the_process_cache():
+    """Each set is used once; kept, a full grid's sets would fill 0.4 GB of a 1 GB Binder kernel."""
+    from ftkit.analysis.feature_cache import default_feature_cache
+    from ftkit.lab.scenarios import features_accuracy
+    from ftkit.lab.specs import DataSpec
+
+    before = default_feature_cache().info()
+    out = features_accuracy("mobilenet_v2", DataSpec("digits", n_per_class=3, image_size=32, val_n_per_class=2))
+    after = default_feature_cache().info()
+    assert 0 <= out["acc"] <= 1 and out["time_s"] > 0
+    assert after["misses"] == before["misses"] and after["items"] == before["items"]
