@@ -102,7 +102,7 @@ def test_a_notebook_past_its_limit_is_stopped_and_reported_not_failed():
     from bench import bench_notebooks
 
     r = bench_notebooks.run("00_tour.ipynb", fast=True, timeout_s=1.0, parameters={"fast": "true"})
-    assert r["timed_out"] and r["parameters"] == {"fast": "true"} and r["wall_s"] < 60
+    assert r["timed_out"] and r["parameters"] == {"fast": "true"} and r["rc"] != 0
     res = {"rows": [r], "failed": [], "stopped": ["00_tour.ipynb/fast"], "full_total_s": 0, "fast_total_s": 1,
            "max_peak_mb": r["peak_mb"], "over_binder": [], "goal": "peak <= 1024 MB each (full settings)"}
     fig, _, met = table_row("notebooks", res)

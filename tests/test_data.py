@@ -5,7 +5,6 @@ import gzip
 import os
 import pickle
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -320,11 +319,13 @@ def test_fingerprint_stable_and_sensitive():
                                                image_size=32).fingerprint() != base
 
 
-def test_dataloader_over_300_images_is_fast():
+def test_dataloader_over_300_images_yields_every_item_once():
+    """No timing here (shared machines): the loader's speed is part of ``make bench``'s fit and features rows."""
     ds = load_dataset("photo_crops", "train", n_per_class=25, image_size=64)
     assert len(ds) == 300
     loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True)
-    start = time.perf_counter()
-    n = sum(len(y) for _, y in loader)
-    elapsed = time.perf_counter() - start
-    assert n == 300 and elapsed < 1.0, elapsed
+    shapes, labels = set(), []
+    for x, y in loader:
+        shapes.add(tuple(x.shape[1:]))
+        labels += y.tolist()
+    assert shapes == {(3, 64, 64)} and sorted(labels) == sorted(int(t) for t in ds.targets)

@@ -104,3 +104,16 @@ def test_feature_vectors_of_a_grid_cell_are_not_kept_in_the_process_cache():
     after = default_feature_cache().info()
     assert 0 <= out["acc"] <= 1 and out["time_s"] > 0
     assert after["misses"] == before["misses"] and after["items"] == before["items"]
+
+
+def test_a_data_set_with_fewer_test_images_is_scored_on_all_it_has_and_says_so():
+    """Lesson 07's defaults score on 50 test images per class; digits' fixed test split has 35 of class 2.
+    That used to fail after an hour of the full grid, on reaching digits."""
+    from ftkit.lab.scenarios import scored_per_class
+
+    assert scored_per_class("digits", 50) == 35 and scored_per_class("digits", 20) == 20
+    config = ScenarioConfig(datasets=("digits",), sizes=(3,), strategies=("features",), seeds=(0,),
+                            image_size=32, val_per_class=50, similarity_per_class=3)
+    result = run_scenarios(config)
+    assert len(result.runs) == 1 and 0 <= result.runs.acc.iloc[0] <= 1
+    assert result.skipped == ["digits scored on 35 test images per class, not 50: its smallest test class has 35"]

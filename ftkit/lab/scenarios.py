@@ -44,7 +44,7 @@ from ftkit.models.zoo import load_backbone
 from ftkit.training.spec import TrainSpec
 
 __all__ = ["STRATEGY_NAMES", "TRAINED", "COURSE", "ScenarioConfig", "ScenarioResult", "scenario_strategies",
-           "cell_steps", "available_sizes", "run_scenarios", "features_accuracy", "course_pick"]
+           "cell_steps", "available_sizes", "scored_per_class", "run_scenarios", "features_accuracy", "course_pick"]
 
 TRAINED = ("scratch", "linear_probe", "freeze_k", "finetune", "discriminative")
 STRATEGY_NAMES = ("scratch", "features", "linear_probe", "freeze_k", "finetune", "discriminative")
@@ -99,7 +99,8 @@ class ScenarioConfig:
         seeds: one run per seed; the seed also picks which images are kept (``subset_seed``).
         backbone, freeze_k, decay: see :func:`scenario_strategies`.
         image_size: side of the square images.
-        val_per_class: test images per class every strategy is scored on.
+        val_per_class: test images per class every strategy is scored on (a data set whose smallest
+            test class has fewer is scored on all of them, and ``skipped`` says so).
         batch_size: the shared batch size.
         epochs: the step budget of a cell is ``epochs`` passes over its training images,
             clipped to ``[min_steps, max_steps]``; every strategy of a cell gets exactly it.
@@ -163,9 +164,18 @@ def cell_steps(config: ScenarioConfig, n_per_class: int, num_classes: int) -> in
 def available_sizes(dataset: str, sizes: Sequence[int]) -> tuple[list[int], int, int]:
     """``(sizes the data set has, images in its smallest class, number of classes)``."""
     train = load_dataset(dataset, "train")
-    counts = np.bincount(np.asarray(train.targets), minlength=len(train.classes))
-    smallest = int(counts.min())
+    smallest = _smallest_class(train)
     return [n for n in sizes if n <= smallest], smallest, len(train.classes)
+
+
+def _smallest_class(data) -> int:
+    return int(np.bincount(np.asarray(data.targets), minlength=len(data.classes)).min())
+
+
+def scored_per_class(dataset: str, val_per_class: int) -> int:
+    """Test images per class a grid scores ``dataset`` on: ``val_per_class``, or all its smallest
+    test class has when that is fewer (digits has 35 of class 2 in its fixed test split)."""
+    return min(val_per_class, _smallest_class(load_dataset(dataset, "test")))
 
 
 def features_accuracy(backbone: str, data: DataSpec, classifier: str = "logistic") -> dict:
@@ -198,7 +208,7 @@ class ScenarioResult:
         lrs: the chosen LR per data set and strategy.
         lr_tables: per data set, the LR rule's summary (strategy, lr, held-out mean/std, chosen).
         similarity: one row per data set: dataset, catalogue, pretrained_acc, pixel_acc, score.
-        skipped: cells left out, with why.
+        skipped: cells left out, and settings cut to what a data set has, with why.
         config: the :class:`ScenarioConfig` as a dict.
         rule: the LR rule in words.
         wall_s: wall time of the whole grid.
@@ -332,6 +342,7 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
     t0 = time.perf_counter()
     trained = [s for s in config.strategies if s in TRAINED]
     specs, skipped, cells = [], [], []
+    scored: dict[str, int] = {}          # test images per class each data set is scored on
     lrs: dict[str, dict[str, float]] = {}
     lr_tables: dict[str, pd.DataFrame] = {}
     sim_rows = []
@@ -341,8 +352,12 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
                     for n in config.sizes if n not in sizes]
         if not sizes:
             continue
+        val_n = scored[ds] = scored_per_class(ds, config.val_per_class)
+        if val_n < config.val_per_class:
+            skipped.append(f"{ds} scored on {val_n} test images per class, not {config.val_per_class}: "
+                           f"its smallest test class has {val_n}")
         s = measure_similarity(config.backbone, ds, n_per_class=min(config.similarity_per_class, smallest),
-                               val_per_class=config.val_per_class, image_size=config.image_size)
+                               val_per_class=val_n, image_size=config.image_size)
         sim_rows.append({"dataset": ds, "catalogue": catalogue_level(ds), "pretrained_acc": s.pretrained_acc,
                          "pixel_acc": s.pixel_acc, "score": s.score})
         if trained:
@@ -364,7 +379,7 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
                 for strat in strategies:
                     for seed in config.seeds:
                         data = DataSpec(ds, n_per_class=n, image_size=config.image_size, subset_seed=seed,
-                                        val_n_per_class=config.val_per_class)
+                                        val_n_per_class=val_n)
                         specs.append(RunSpec(strat.with_lr(lrs[ds][strat.name]), data, seed))
     if not cells:
         raise ValueError(f"no cell of the grid can be measured: {skipped}")
@@ -379,7 +394,7 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
         for ds, n in cells:
             for seed in config.seeds:
                 data = DataSpec(ds, n_per_class=n, image_size=config.image_size, subset_seed=seed,
-                                val_n_per_class=config.val_per_class)
+                                val_n_per_class=scored[ds])
                 f = features_accuracy(config.backbone, data)
                 rows.append({"dataset": ds, "n_per_class": n, "strategy": "features", "seed": seed, "acc": f["acc"],
                              "lr": math.nan, "steps": 0, "time_s": f["time_s"], "stopped_reason": None})
