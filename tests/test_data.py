@@ -76,6 +76,24 @@ def test_items_are_normalised_float_squares(name):
     assert torch.all(x >= lo - 1e-5) and torch.all(x <= hi + 1e-5)
 
 
+def test_pixels_to_input_is_the_datasets_transform():
+    """One transform for single items and whole tensors: pixels_to_input gives, bit for bit, what
+    ImageDataset gives item by item: on a batch (digits, at native size and resized) and on
+    photo crops of different sizes, grey and colour, one at a time."""
+    def pixels(ds, i):
+        p = torch.tensor(ds._source.image(int(ds.indices[i])))
+        return p[None] if p.ndim == 2 else p.permute(2, 0, 1)
+
+    for size in (8, 20):
+        ds = load_dataset("digits", "test", n_per_class=2, image_size=size)
+        batch = D.pixels_to_input(torch.stack([pixels(ds, i) for i in range(len(ds))]), size, ds.mean, ds.std)
+        assert batch.shape == (len(ds), 3, size, size)
+        assert torch.equal(batch, torch.stack([ds[i][0] for i in range(len(ds))]))
+    ds = load_dataset("photo_crops", "test", n_per_class=1, image_size=32)
+    for i in range(len(ds)):
+        assert torch.equal(D.pixels_to_input(pixels(ds, i)[None], 32, ds.mean, ds.std)[0], ds[i][0])
+
+
 @_needs("fashion_mnist")
 def test_fashion_pixels_match_raw_idx_file():
     folder = S.fashion_dir()

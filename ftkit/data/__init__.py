@@ -15,9 +15,10 @@ from ftkit.data.catalogue import (
     list_datasets,
     load_dataset,
     photo_crop_boxes,
+    pixels_to_input,
 )
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "BadImageError", "DataUnavailableError", "DatasetInfo", "ImageDataset",
-    "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes",
+    "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes", "pixels_to_input",
 ]

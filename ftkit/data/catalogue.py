@@ -76,7 +76,7 @@ from ftkit.data.sources import (
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "BadImageError", "DataUnavailableError", "DatasetInfo",
     "ImageDataset",
-    "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes",
+    "data_dir", "list_datasets", "load_dataset", "photo_crop_boxes", "pixels_to_input",
 ]
 
 _TRANSFORM_VERSION = 2    # bump when __getitem__ changes, so fingerprint-keyed caches refresh
@@ -104,6 +104,26 @@ class DatasetInfo:
 
 
 # ---------------------------------------------------------------- the dataset
+
+def pixels_to_input(pixels: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
+    """``uint8`` pixels ``(N, C, H, W)``, ``C`` 1 or 3 -> the network's input ``(N, 3, S, S)``, float.
+
+    The one transform every image of the kit goes through (:class:`ImageDataset`
+    applies it to a batch of one, :mod:`ftkit.data.shifts` to whole tensors):
+    divide by 255, resize bilinearly with antialiasing to ``S = image_size`` when
+    not already ``S x S``, repeat grey over 3 channels, subtract ``mean`` and
+    divide by ``std`` (3 values each, a sequence or a tensor).
+    """
+    x = pixels.float().div_(255.0)
+    s = image_size
+    if x.shape[2:] != (s, s):
+        x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+    x = x.expand(-1, 3, s, s)                                          # grey -> 3 channels
+    mean = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 
 class ImageDataset(Dataset):
     """Labelled images as normalised float tensors ``(3, S, S)``.
@@ -136,13 +156,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = torch.tensor(self._source.image(int(self.indices[i])))    # uint8, native size
         x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)             # (C, H, W), C in {1, 3}
-        x = x.float().div_(255.0)
-        s = self.image_size
-        if x.shape[1:] != (s, s):
-            x = F.interpolate(x[None], size=(s, s), mode="bilinear",
-                              align_corners=False, antialias=True)[0]
-        x = x.expand(3, s, s)                                          # grey -> 3 channels
-        return (x - self._mean_t) / self._std_t, int(self.targets[i])
+        return pixels_to_input(x[None], self.image_size, self._mean_t, self._std_t)[0], int(self.targets[i])
 
     def path_of(self, i: int) -> str | None:
         """The file item ``i`` is read from (None for data sets held in memory)."""

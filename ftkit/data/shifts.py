@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ftkit.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from ftkit.data.catalogue import load_dataset
+from ftkit.data.catalogue import load_dataset, pixels_to_input
 from ftkit.data.sources import FASHION_CLASSES
 
 __all__ = [
@@ -102,10 +102,7 @@ def _fashion(split: str, n_per_class: int | None, seed: int) -> tuple[torch.Tens
 
 def _normalise(pixels: torch.Tensor) -> torch.Tensor:
     """``uint8`` grey pixels (N, H, W) -> normalised (N, 3, H, W), exactly as ``load_dataset`` gives them."""
-    x = pixels.float().div_(255.0)[:, None].expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return pixels_to_input(pixels[:, None], IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _select(split: str, fine_classes: Sequence[int], n_per_class: int | None, seed: int,
