@@ -124,7 +124,6 @@ def pixels_to_input(pixels: torch.Tensor, image_size: int, mean, std) -> torch.T
     return (x - mean) / std
 
 
-
 class ImageDataset(Dataset):
     """Labelled images as normalised float tensors ``(3, S, S)``.
 
