@@ -117,3 +117,28 @@ def test_a_data_set_with_fewer_test_images_is_scored_on_all_it_has_and_says_so()
     result = run_scenarios(config)
     assert len(result.runs) == 1 and 0 <= result.runs.acc.iloc[0] <= 1
     assert result.skipped == ["digits scored on 35 test images per class, not 50: its smallest test class has 35"]
+
+
+def test_each_data_set_is_dropped_from_memory_before_the_next_one_runs(tmp_path, monkeypatch):
+    """Lesson 07's full grid went 1 MB over a 1 GB kernel while every data set it had read stayed resident."""
+    from ftkit.data import sources
+    from ftkit.lab import scenarios
+
+    held_while_sweeping = []
+    real_sweep = scenarios.sweep
+
+    def watching_sweep(specs, **kw):
+        held_while_sweeping.append((specs[0].data.name, sources._read_digits.cache_info().currsize,
+                                    sources._read_animals.cache_info().currsize))
+        return real_sweep(specs, **kw)
+
+    monkeypatch.setattr(scenarios, "sweep", watching_sweep)
+    cfg = ScenarioConfig(datasets=("digits", "animals"), sizes=(3,), strategies=("linear_probe",), seeds=(0,),
+                         image_size=32, val_per_class=3, batch_size=8, min_steps=2, max_steps=2, lr_grid=(1e-2,),
+                         similarity_per_class=3)
+    r = run_scenarios(cfg, out=tmp_path)
+    grid_calls = [(ds, d, a) for ds, d, a in held_while_sweeping if ds == "animals"]
+    assert grid_calls and all(d == 0 and a == 1 for _, d, a in grid_calls), held_while_sweeping
+    assert sources._read_animals.cache_info().currsize == 0
+    assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == ["animals", "digits"]
+    assert list(r.runs["dataset"]) == ["digits", "animals"]

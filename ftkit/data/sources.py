@@ -286,6 +286,18 @@ def _read_photos() -> tuple[np.ndarray, ...]:
     return tuple(photos)
 
 
+def forget_loaded_sources() -> None:
+    """Drop the raw arrays this process keeps of every catalogue source it has read.
+
+    Each source is read once and kept (Fashion-MNIST's 70,000 images hold ~55 MB);
+    a long job that moves from one data set to the next calls this when it is
+    done with one, so a 1 GB kernel does not carry them all. The next load reads
+    the files again (about a second).
+    """
+    for cached in (_read_idx, _read_animals, _read_digits, _read_photos):
+        cached.cache_clear()
+
+
 def _grid_cells(height: int, width: int) -> list[tuple[int, int, int, int]]:
     ys = np.linspace(0, height, PHOTO_GRID + 1).astype(int)
     xs = np.linspace(0, width, PHOTO_GRID + 1).astype(int)

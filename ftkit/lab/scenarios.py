@@ -35,7 +35,9 @@ import numpy as np
 import pandas as pd
 
 from ftkit.analysis.features import extract_features, fit_feature_classifier
+from ftkit.core.torchutil import release_freed_memory
 from ftkit.data.catalogue import load_dataset
+from ftkit.data.sources import forget_loaded_sources
 from ftkit.lab.lr_rule import RULE, choose_lrs
 from ftkit.lab.similarity import catalogue_level, measure_similarity
 from ftkit.lab.specs import DataSpec, LRGroups, ModelSpec, RunSpec, Strategy
@@ -330,19 +332,54 @@ def _sub(out, *parts: str):
     return Path(out).joinpath(*(p.replace("/", "_").replace("\\", "_") for p in parts))
 
 
+def _grid_rows(config: ScenarioConfig, ds: str, sizes: list[int], num_classes: int, val_n: int,
+               lrs: dict[str, float], trained: list[str], **sweep_kw) -> list[dict]:
+    """One data set's trained runs: every size x strategy x seed, each strategy at its chosen LR."""
+    specs = []
+    for n in sizes:
+        strategies = scenario_strategies(trained, backbone=config.backbone, freeze_k=config.freeze_k,
+                                         decay=config.decay, train=config.train_spec(cell_steps(config, n,
+                                                                                                 num_classes)))
+        specs += [RunSpec(strat.with_lr(lrs[strat.name]),
+                          DataSpec(ds, n_per_class=n, image_size=config.image_size, subset_seed=seed,
+                                   val_n_per_class=val_n), seed)
+                  for strat in strategies for seed in config.seeds]
+    return [{"dataset": ds, "n_per_class": spec.data.n_per_class, "strategy": spec.strategy.name, "seed": spec.seed,
+             "acc": rec.final_acc, "lr": rec.lr, "steps": rec.steps, "time_s": rec.time_s,
+             "stopped_reason": rec.stopped_reason}
+            for spec, rec in zip(specs, sweep(specs, **sweep_kw))]
+
+
+def _features_rows(config: ScenarioConfig, ds: str, sizes: list[int], val_n: int) -> list[dict]:
+    """One data set's "feature vectors + classifier" accuracies on the grid's images."""
+    rows = []
+    for n in sizes:
+        for seed in config.seeds:
+            data = DataSpec(ds, n_per_class=n, image_size=config.image_size, subset_seed=seed,
+                            val_n_per_class=val_n)
+            f = features_accuracy(config.backbone, data)
+            rows.append({"dataset": ds, "n_per_class": n, "strategy": "features", "seed": seed, "acc": f["acc"],
+                         "lr": math.nan, "steps": 0, "time_s": f["time_s"], "stopped_reason": None})
+    return rows
+
+
 def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Executor | None = None, out=None,
                   resume: bool = False, progress: bool = False) -> ScenarioResult:
     """Measure the grid of ``config``: similarity per data set, LRs by the rule, every run, feature classifiers.
 
+    One data set at a time, all its work together; its raw images are then dropped from
+    memory (:func:`ftkit.data.sources.forget_loaded_sources`) so a 1 GB kernel never holds
+    all four.
+
     Args:
         config: the grid and everything it holds fixed.
         executor, out, resume, progress: see :func:`ftkit.lab.sweep.sweep` (the LR choice
-            and the grid both go through it: ``out/lr/<dataset>`` and ``out/grid`` hold their records).
+            and the grid both go through it: ``out/lr/<dataset>`` and ``out/grid/<dataset>``
+            hold their records).
     """
     t0 = time.perf_counter()
     trained = [s for s in config.strategies if s in TRAINED]
-    specs, skipped, cells = [], [], []
-    scored: dict[str, int] = {}          # test images per class each data set is scored on
+    skipped, cells, rows = [], [], []
     lrs: dict[str, dict[str, float]] = {}
     lr_tables: dict[str, pd.DataFrame] = {}
     sim_rows = []
@@ -352,7 +389,8 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
                     for n in config.sizes if n not in sizes]
         if not sizes:
             continue
-        val_n = scored[ds] = scored_per_class(ds, config.val_per_class)
+        cells += [(ds, n) for n in sizes]
+        val_n = scored_per_class(ds, config.val_per_class)      # test images per class it is scored on
         if val_n < config.val_per_class:
             skipped.append(f"{ds} scored on {val_n} test images per class, not {config.val_per_class}: "
                            f"its smallest test class has {val_n}")
@@ -370,33 +408,13 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
                                 config.lr_grid, seeds=config.lr_seeds, holdout_frac=config.holdout_frac,
                                 executor=executor, out=_sub(out, "lr", ds), resume=resume, progress=progress)
             lrs[ds], lr_tables[ds] = choice.lrs, choice.summary
-        for n in sizes:
-            cells.append((ds, n))
-            if trained:
-                strategies = scenario_strategies(trained, backbone=config.backbone, freeze_k=config.freeze_k,
-                                                 decay=config.decay,
-                                                 train=config.train_spec(cell_steps(config, n, num_classes)))
-                for strat in strategies:
-                    for seed in config.seeds:
-                        data = DataSpec(ds, n_per_class=n, image_size=config.image_size, subset_seed=seed,
-                                        val_n_per_class=val_n)
-                        specs.append(RunSpec(strat.with_lr(lrs[ds][strat.name]), data, seed))
+            rows += _grid_rows(config, ds, sizes, num_classes, val_n, choice.lrs, trained, executor=executor,
+                               out=_sub(out, "grid", ds), resume=resume, progress=progress)
+        if "features" in config.strategies:
+            rows += _features_rows(config, ds, sizes, val_n)
+        forget_loaded_sources()
+        release_freed_memory()
     if not cells:
         raise ValueError(f"no cell of the grid can be measured: {skipped}")
-    rows = []
-    if specs:
-        for spec, rec in zip(specs, sweep(specs, executor=executor, out=_sub(out, "grid"), resume=resume,
-                                                    progress=progress)):
-            rows.append({"dataset": spec.data.name, "n_per_class": spec.data.n_per_class,
-                         "strategy": spec.strategy.name, "seed": spec.seed, "acc": rec.final_acc, "lr": rec.lr,
-                         "steps": rec.steps, "time_s": rec.time_s, "stopped_reason": rec.stopped_reason})
-    if "features" in config.strategies:
-        for ds, n in cells:
-            for seed in config.seeds:
-                data = DataSpec(ds, n_per_class=n, image_size=config.image_size, subset_seed=seed,
-                                val_n_per_class=scored[ds])
-                f = features_accuracy(config.backbone, data)
-                rows.append({"dataset": ds, "n_per_class": n, "strategy": "features", "seed": seed, "acc": f["acc"],
-                             "lr": math.nan, "steps": 0, "time_s": f["time_s"], "stopped_reason": None})
     return ScenarioResult(runs=pd.DataFrame(rows), lrs=lrs, lr_tables=lr_tables, similarity=pd.DataFrame(sim_rows),
                           skipped=skipped, config=dataclasses.asdict(config), wall_s=time.perf_counter() - t0)
