@@ -368,8 +368,8 @@ def run_scenarios(config: ScenarioConfig = ScenarioConfig(), *, executor: Execut
     """Measure the grid of ``config``: similarity per data set, LRs by the rule, every run, feature classifiers.
 
     One data set at a time, all its work together; its raw images are then dropped from
-    memory (:func:`ftkit.data.sources.forget_loaded_sources`) so a 1 GB kernel never holds
-    all four.
+    memory (:func:`ftkit.data.sources.forget_loaded_sources`), so a kernel does not keep
+    every data set it has measured.
 
     Args:
         config: the grid and everything it holds fixed.
