@@ -1,12 +1,12 @@
-"""Does a kernel's resting memory creep as lesson 07's runs go by? Anonymous MB after each run, in one process.
+"""Does memory creep as lesson 07's runs go by? Anonymous MB after each run and at most during it, in one process.
 
     OMP_NUM_THREADS=1 python notes/h13_memory/creep07.py [--no-mkldnn] [--steps N] [--datasets a,b] [--sizes 5,100]
 
 Lesson 07's grid shape (every data set, every strategy, sizes 5 and 100, one seed, one LR) at 10 steps a run, so it
 takes minutes, not hours; ``--steps``, ``--datasets`` and ``--sizes`` change that (``--steps 300 --datasets animals
---sizes 500`` is the lesson's largest cell). Each run ends with the heap trimmed (``fit``), so what is left after it is what the
-process keeps; the highest level during the run is polled every 50 ms. ``--no-mkldnn`` turns oneDNN off (about 5x slower a step) to see how much of the creep is its
-per-shape caches.
+--sizes 500`` is the lesson's largest cell). Each run ends with the heap trimmed (``fit``), so what is left after it
+is what the process keeps; the highest level during a run is polled every 50 ms. ``--no-mkldnn`` turns oneDNN off
+(a step about 9x slower, ``onednn_shapes.py``) to see how much of the creep is its per-shape caches.
 """
 import argparse
 import sys
@@ -30,8 +30,6 @@ if args.no_mkldnn:
 torch.set_num_threads(1)
 start = anon()
 seen = []
-
-
 peak = Peak(every_s=0.05)
 
 
