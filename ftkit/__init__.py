@@ -8,6 +8,7 @@ without a display or a kernel. ``freeze``/``unfreeze`` are imported from
 from ftkit.analysis.diagnostics import audit
 from ftkit.analysis.features import extract_features, fit_feature_classifier
 from ftkit.analysis.probes import probe_by_depth
+from ftkit.core.torchutil import map_large_blocks_apart
 from ftkit.data.catalogue import list_datasets, load_dataset
 from ftkit.lab.advisor import advise
 from ftkit.lab.crossval import cross_validate
@@ -40,3 +41,5 @@ __all__ = [
     "recompute_bn_stats", "replace_head", "run_one", "save_checkpoint", "sweep", "trainable_summary",
     "transfer_weights",
 ]
+
+map_large_blocks_apart()  # before any training: keeps a long grid's heap from creeping past 1 GB (its docstring)

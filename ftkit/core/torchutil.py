@@ -104,14 +104,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None (another C library or platform)."""
+def _glibc():
+    """The C library when it is glibc (``malloc_trim`` and ``mallopt``), or None (another C library or platform)."""
     if sys.platform != "linux":
         return None
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # musl and friends have no malloc_trim
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
         return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None  # musl has no malloc_trim
+
+
+# glibc's mallopt parameter (malloc.h) and the value ftkit gives it: blocks of at
+# least this many bytes get a mapping of their own, handed back when freed.
+M_MMAP_THRESHOLD = -3
+LARGE_BLOCK_BYTES = 1 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def map_large_blocks_apart() -> bool:
+    """Give every block of 1 MiB or more its own mapping, so that the heap cannot fragment around them.
+
+    By default glibc raises its mmap threshold each time a mapped block is
+    freed (up to 32 MiB), so after the first training step a CPU run's
+    activations all come from the heap. Small blocks that live on settle
+    between them, and run after run the heap's high-water mark climbs: in
+    lesson 07's grid the peaks of the training runs rose from 673 to 740 MB
+    over 10 runs with the default and stayed at 606-628 MB with this 1 MiB
+    threshold, for about 1.2x the time a run (notes/h13_memory.md, ``creep07.py``). That is what
+    keeps a long grid inside Binder's 1 GB. Returns whether it was set: not
+    without glibc, and not when ``MALLOC_MMAP_THRESHOLD_`` is in the
+    environment (glibc has already applied the user's value; 33554432, the
+    default's ceiling, keeps nearly every block in the heap again). Called
+    once, when ftkit is imported.
+    """
+    libc = _glibc()
+    if libc is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES))
 
 
 def release_freed_memory() -> None:
@@ -123,6 +153,6 @@ def release_freed_memory() -> None:
     (0.43 GB after each run with it; notes/h13_memory.md). That matters where
     a notebook has 1 GB (Binder). Costs milliseconds; a no-op without glibc.
     """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
