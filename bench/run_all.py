@@ -10,7 +10,8 @@ while other work ran on the machine are disturbed, and the table says so.
     python -m bench.run_all --only fit features    # some parts
 
 Parts: fit (1), features (2), fastai (3, in the fastai virtualenv made by
-``bench/fastai_env.sh``), lr_finder (4), notebooks (5), scaling (6), sweep (7).
+``bench/fastai_env.sh``), lr_finder (4), notebooks (5), scaling (6), sweep (7),
+heap (8).
 """
 from __future__ import annotations
 
@@ -112,7 +113,12 @@ def part_sweep(quick: bool, out_dir: Path) -> dict:
     return json.loads(out.read_text())
 
 
-PARTS = ("fit", "features", "fastai", "lr_finder", "notebooks", "scaling", "sweep")
+def part_heap(quick: bool) -> dict:
+    from bench import bench_heap
+    return bench_heap.run(sizes="5", steps=2, repeats=1) if quick else bench_heap.run()
+
+
+PARTS = ("fit", "features", "fastai", "lr_finder", "notebooks", "scaling", "sweep", "heap")
 
 
 def run_parts(names, quick: bool, out_dir: Path, on_part: Callable[[list[dict]], None] = lambda done: None
@@ -122,7 +128,7 @@ def run_parts(names, quick: bool, out_dir: Path, on_part: Callable[[list[dict]],
         "fit": lambda: part_fit(quick), "features": lambda: part_features(quick),
         "fastai": lambda: part_fastai(quick, out_dir), "lr_finder": lambda: part_lr_finder(quick),
         "notebooks": lambda: part_notebooks(quick), "scaling": lambda: part_scaling(quick, out_dir),
-        "sweep": lambda: part_sweep(quick, out_dir)}
+        "sweep": lambda: part_sweep(quick, out_dir), "heap": lambda: part_heap(quick)}
     results: list[dict] = []
     for name in names:
         print(f"[bench] {name} ... (load {load()[0]})", flush=True)
@@ -181,6 +187,10 @@ def summary(p: dict) -> tuple[str, str, str]:
     if name == "sweep":
         return (f"in-process/cluster time {p['median_ratio_in_process_over_cluster']:.2f}x over {p['runs']} runs, "
                 f"{p['workers']} workers; same table {p['same_table']}", "report", "-")
+    if name == "heap":
+        return (f"ftkit's 1 MiB mmap threshold / glibc's: time {p['time_ratio']:.2f}x, peak anonymous memory "
+                f"{p['peak_ratio']:.2f}x ({p['peak_saved_mb']:.0f} MB saved) over a {p['settings']['steps']}-step "
+                f"lesson-07 grid of {p['settings']['data']}", "report", "-")
     return "?", "-", "-"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_features, bench_fit, bench_lr_finder, bench_scaling, run_all
+from bench import bench_features, bench_fit, bench_heap, bench_lr_finder, bench_scaling, run_all
 from bench.common import interleave, median_ratio, ratios
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,3 +155,21 @@ def test_gpu_script_dry_run(tmp_path):
     assert {"ftkit", "ftkit_workers0", "hand_loader", "hand_gpu_data"} == tp["median_img_per_s"].keys()
     assert tp["runtime"]["device"] == "cpu" and tp["runtime"]["bf16_autocast"] is False  # auto on a CPU: fp32
     assert "| mobilenet_v2 |" in (tmp_path / "gpu_dry_run.md").read_text()
+
+
+def test_heap_bench_alternates_settings_and_reports_both_ratios(monkeypatch):
+    """bench_heap's bookkeeping; the two child processes themselves are tests/test_heap.py's probe, writ large."""
+    calls = []
+
+    def fake_child(setting, args):
+        calls.append(setting)
+        return {"wall_s": 12.0 if setting == "ftkit" else 10.0, "peak_anon_mb": 600 if setting == "ftkit" else 750,
+                "start_anon_mb": 250, "threshold_set": setting == "ftkit", "runs": 10}
+
+    monkeypatch.setattr(bench_heap, "run_child", fake_child)
+    res = bench_heap.run(steps=2, repeats=2)
+    assert calls == ["ftkit", "glibc", "glibc", "ftkit"]
+    assert res["time_ratio"] == pytest.approx(1.2) and res["peak_ratio"] == pytest.approx(0.8)
+    assert res["peak_saved_mb"] == 150
+    fig, _, _ = table_row("heap", res)
+    assert "time 1.20x" in fig and "0.80x (150 MB saved)" in fig

@@ -31,9 +31,14 @@ print(applied, "heap" if in_heap else "own mapping")
 """
 
 
+def run_probe(what: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "FTKIT_MMAP_THRESHOLD")}
+    return subprocess.run([sys.executable, "-c", PROBE, what], env={**clean, **env}, capture_output=True, text=True,
+                          timeout=300)
+
+
 def probe(what: str, **env: str) -> str:
-    done = subprocess.run([sys.executable, "-c", PROBE, what], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=300)
+    done = run_probe(what, **env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -48,3 +53,17 @@ def test_importing_ftkit_gives_large_blocks_their_own_mapping():
 
 def test_a_threshold_the_user_set_is_left_alone():
     assert probe("import ftkit", MALLOC_MMAP_THRESHOLD_="33554432") == "False heap"
+
+
+def test_ftkit_mmap_threshold_0_keeps_glibcs_dynamic_threshold():
+    assert probe("import ftkit", FTKIT_MMAP_THRESHOLD="0") == "False heap"
+
+
+def test_a_larger_ftkit_mmap_threshold_keeps_smaller_blocks_in_the_heap():
+    assert probe("import ftkit", FTKIT_MMAP_THRESHOLD=str(4 << 20)) == "True heap"
+
+
+def test_a_threshold_that_is_not_a_number_is_refused_at_import_with_the_fix():
+    done = run_probe("import ftkit", FTKIT_MMAP_THRESHOLD="1MB")
+    assert done.returncode != 0
+    assert "FTKIT_MMAP_THRESHOLD='1MB' is not a number of bytes" in done.stderr and "1048576" in done.stderr

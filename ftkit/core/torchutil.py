@@ -115,8 +115,9 @@ def _glibc():
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None  # musl has no malloc_trim
 
 
-# glibc's mallopt parameter (malloc.h) and the value ftkit gives it: blocks of at
-# least this many bytes get a mapping of their own, handed back when freed.
+# glibc's mallopt parameter (malloc.h) and the value ftkit gives it unless
+# FTKIT_MMAP_THRESHOLD says otherwise: blocks of at least this many bytes get a
+# mapping of their own, handed back when freed.
 M_MMAP_THRESHOLD = -3
 LARGE_BLOCK_BYTES = 1 << 20
 
@@ -131,17 +132,25 @@ def map_large_blocks_apart() -> bool:
     between them, and run after run the heap's high-water mark climbs: in
     lesson 07's grid the peaks of the training runs rose from 673 to 740 MB
     over 10 runs with the default and stayed at 606-628 MB with this 1 MiB
-    threshold, for about 1.2x the time a run (notes/h13_memory.md, ``creep07.py``). That is what
-    keeps a long grid inside Binder's 1 GB. Returns whether it was set: not
-    without glibc, and not when ``MALLOC_MMAP_THRESHOLD_`` is in the
-    environment (glibc has already applied the user's value; 33554432, the
-    default's ceiling, keeps nearly every block in the heap again). Called
-    once, when ftkit is imported.
+    threshold (notes/h13_memory.md, ``creep07.py``). That is what keeps a
+    long grid inside Binder's 1 GB. The price is the kernel zeroing fresh
+    pages for each large block: ``python bench/bench_heap.py`` measures it.
+
+    Called once, when ftkit is imported. Returns whether it set the
+    threshold: not without glibc, not when ``MALLOC_MMAP_THRESHOLD_`` is in
+    the environment (glibc has applied the user's value), and not when
+    ``FTKIT_MMAP_THRESHOLD=0`` (glibc's own dynamic threshold: faster, and
+    the heap creeps); another ``FTKIT_MMAP_THRESHOLD`` is the threshold in
+    bytes.
     """
+    wanted = os.environ.get("FTKIT_MMAP_THRESHOLD", str(LARGE_BLOCK_BYTES))
+    if not wanted.isdigit():
+        raise ValueError(f"FTKIT_MMAP_THRESHOLD={wanted!r} is not a number of bytes: use e.g. 1048576 (ftkit's "
+                         "default), or 0 to keep glibc's dynamic mmap threshold")
     libc = _glibc()
-    if libc is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    if libc is None or "MALLOC_MMAP_THRESHOLD_" in os.environ or int(wanted) == 0:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES))
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(wanted)))
 
 
 def release_freed_memory() -> None:
