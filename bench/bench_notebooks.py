@@ -4,7 +4,10 @@ Runs every notebook with papermill in a subprocess and polls the memory of
 the kernel's process tree (the kernel and anything it starts; not papermill
 itself) with psutil. Prints, per notebook, the full run's wall time and peak
 RSS, then the fast (CI) mode's times and their total. Binder guarantees 1 GB:
-a full run above that is flagged.
+a full run above that is flagged. The kernels get the heap setting ftkit
+picks on Binder (``FTKIT_MMAP_THRESHOLD=1048576``, see
+``ftkit.core.torchutil.map_large_blocks_apart``) unless the environment
+already sets ``FTKIT_MMAP_THRESHOLD``.
 
     python bench/bench_notebooks.py                 # full runs, then fast runs
     python bench/bench_notebooks.py --only fast     # just the CI mode
@@ -27,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import psutil
+
+from ftkit.core.torchutil import LARGE_BLOCK_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -73,6 +78,7 @@ def run(name: str, fast: bool, poll_s: float = 0.2, timeout_s: float = 3600, thr
     maps far less), which the kernel can drop and reread under memory pressure.
     """
     env = dict(os.environ)
+    env.setdefault("FTKIT_MMAP_THRESHOLD", str(LARGE_BLOCK_BYTES))  # Binder's 2 GB pod is "scarce": as there
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +106,8 @@ def run(name: str, fast: bool, poll_s: float = 0.2, timeout_s: float = 3600, thr
         err = proc.stderr.read() if proc.stderr else ""
     return {"notebook": name, "mode": "fast" if fast else "full", "wall_s": wall, "cpu_s": sum(cpu.values()),
             "peak_mb": peak / 2**20, "peak_anon_mb": peak_anon / 2**20, "threads": threads,
-            "rc": proc.returncode, "timed_out": timed_out, "parameters": dict(parameters or {}),
+            "mmap_threshold": int(env["FTKIT_MMAP_THRESHOLD"]), "rc": proc.returncode, "timed_out": timed_out,
+            "parameters": dict(parameters or {}),
             "load": os.getloadavg()[0], "error": err[-800:] if proc.returncode else ""}
 
 

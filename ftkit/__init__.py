@@ -42,4 +42,4 @@ __all__ = [
     "transfer_weights",
 ]
 
-map_large_blocks_apart()  # before any training: keeps a long grid's heap from creeping past 1 GB (its docstring)
+map_large_blocks_apart()  # before any training: where memory is scarce (Binder), keeps the heap from creeping

@@ -1,6 +1,8 @@
-"""Importing ftkit gives blocks of 1 MiB or more their own mappings (glibc), so a long grid's heap cannot creep.
+"""Where memory is scarce, importing ftkit gives blocks of 1 MiB or more their own mappings (glibc's mmap threshold).
 
-mallopt is process-wide, so each case runs in a fresh interpreter. The probe frees a 2 MiB block and asks for
+That keeps a long grid's heap from creeping on Binder; elsewhere glibc keeps its faster default. mallopt is
+process-wide, so each case that sets it runs in a fresh interpreter (``FTKIT_MMAP_THRESHOLD`` stands in for a small
+machine). The probe frees a 2 MiB block and asks for
 another: with glibc's default the first free raises the mmap threshold and the second block comes from the heap;
 with ftkit's fixed threshold it is a mapping of its own.
 """
@@ -9,6 +11,8 @@ import subprocess
 import sys
 
 import pytest
+
+from ftkit.core.torchutil import chosen_mmap_threshold, memory_limit_bytes
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc is Linux's")
 
@@ -47,23 +51,46 @@ def test_without_ftkit_a_freed_large_block_is_reused_from_the_heap():
     assert probe("plain") == "None heap"  # glibc's dynamic threshold: the control the next test differs from
 
 
-def test_importing_ftkit_gives_large_blocks_their_own_mapping():
-    assert probe("import ftkit") == "True own mapping"
+def test_ftkit_threshold_gives_large_blocks_their_own_mapping():
+    assert probe("import ftkit", FTKIT_MMAP_THRESHOLD="1048576") == "True own mapping"
 
 
 def test_a_threshold_the_user_set_is_left_alone():
     assert probe("import ftkit", MALLOC_MMAP_THRESHOLD_="33554432") == "False heap"
 
 
+@pytest.mark.parametrize("limit, expected", [(2 * 10**9, 1 << 20), (4 << 30, 1 << 20), ((4 << 30) + 1, 0),
+                                             (24 << 30, 0), (None, 0)])
+def test_the_threshold_is_set_only_where_memory_is_scarce(limit, expected):
+    assert chosen_mmap_threshold({}, limit) == expected  # Binder's 2 GB pod: set; a 24 GB machine: glibc's own
+
+
+def test_the_environment_decides_before_the_machine():
+    assert chosen_mmap_threshold({"FTKIT_MMAP_THRESHOLD": "0"}, 2 * 10**9) == 0
+    assert chosen_mmap_threshold({"FTKIT_MMAP_THRESHOLD": "4194304"}, 24 << 30) == 4 << 20
+    assert chosen_mmap_threshold({"MALLOC_MMAP_THRESHOLD_": "131072"}, 2 * 10**9) == 0
+
+
+def test_the_memory_limit_is_this_machines_ram_or_less():
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < memory_limit_bytes() <= ram
+
+
 def test_ftkit_mmap_threshold_0_keeps_glibcs_dynamic_threshold():
     assert probe("import ftkit", FTKIT_MMAP_THRESHOLD="0") == "False heap"
+
+
+def test_on_a_machine_with_more_than_4_gib_glibcs_own_threshold_stays():
+    if memory_limit_bytes() <= 4 << 30:
+        pytest.fail("this test needs a machine with more than 4 GiB (the CI machine has 24 GB)")
+    assert probe("import ftkit") == "False heap"
 
 
 def test_a_larger_ftkit_mmap_threshold_keeps_smaller_blocks_in_the_heap():
     assert probe("import ftkit", FTKIT_MMAP_THRESHOLD=str(4 << 20)) == "True heap"
 
 
-def test_a_threshold_that_is_not_a_number_is_refused_at_import_with_the_fix():
+def test_a_threshold_that_is_not_a_number_is_refused_at_import_with_the_fix():  # a typo must not pass silently
     done = run_probe("import ftkit", FTKIT_MMAP_THRESHOLD="1MB")
     assert done.returncode != 0
     assert "FTKIT_MMAP_THRESHOLD='1MB' is not a number of bytes" in done.stderr and "1048576" in done.stderr

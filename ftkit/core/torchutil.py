@@ -115,42 +115,68 @@ def _glibc():
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None  # musl has no malloc_trim
 
 
-# glibc's mallopt parameter (malloc.h) and the value ftkit gives it unless
-# FTKIT_MMAP_THRESHOLD says otherwise: blocks of at least this many bytes get a
-# mapping of their own, handed back when freed.
+# glibc's mallopt parameter (malloc.h); the threshold ftkit gives it where memory
+# is scarce (blocks of at least this many bytes get a mapping of their own,
+# handed back when freed), and what counts as scarce: Binder's pods have 2 GB.
 M_MMAP_THRESHOLD = -3
 LARGE_BLOCK_BYTES = 1 << 20
+SCARCE_MEMORY_BYTES = 4 << 30
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def memory_limit_bytes() -> int | None:
+    """The memory this process may use: the smaller of the machine's RAM and its cgroup's limit (None: unknown)."""
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    for path in _CGROUP_LIMITS:
+        with contextlib.suppress(OSError):
+            text = Path(path).read_text().strip()
+            if text.isdigit():  # "max" (v2) means none
+                limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def chosen_mmap_threshold(environ: dict[str, str], limit: int | None) -> int:
+    """The mmap threshold ftkit sets, in bytes; 0 leaves glibc's own. See ``map_large_blocks_apart``."""
+    if "FTKIT_MMAP_THRESHOLD" in environ:
+        wanted = environ["FTKIT_MMAP_THRESHOLD"]
+        if not wanted.isdigit():
+            raise ValueError(f"FTKIT_MMAP_THRESHOLD={wanted!r} is not a number of bytes: use e.g. "
+                             f"{LARGE_BLOCK_BYTES} (what ftkit sets where memory is scarce), or 0 to keep glibc's "
+                             "dynamic mmap threshold")
+        return int(wanted)
+    if "MALLOC_MMAP_THRESHOLD_" in environ:
+        return 0  # glibc has applied the user's own value at start-up
+    return LARGE_BLOCK_BYTES if limit is not None and limit <= SCARCE_MEMORY_BYTES else 0
 
 
 @functools.lru_cache(maxsize=1)
 def map_large_blocks_apart() -> bool:
-    """Give every block of 1 MiB or more its own mapping, so that the heap cannot fragment around them.
+    """Where memory is scarce, give every block of 1 MiB or more its own mapping, so the heap cannot creep.
 
     By default glibc raises its mmap threshold each time a mapped block is
     freed (up to 32 MiB), so after the first training step a CPU run's
     activations all come from the heap. Small blocks that live on settle
     between them, and run after run the heap's high-water mark climbs: in
     lesson 07's grid the peaks of the training runs rose from 673 to 740 MB
-    over 10 runs with the default and stayed at 606-628 MB with this 1 MiB
-    threshold (notes/h13_memory.md, ``creep07.py``). That is what keeps a
-    long grid inside Binder's 1 GB. The price is the kernel zeroing fresh
-    pages for each large block: ``python bench/bench_heap.py`` measures it.
+    over 10 runs with the default and stayed at 606-628 MB with a 1 MiB
+    threshold (notes/h13_memory.md, ``creep07.py``). The price is the OS
+    zeroing fresh pages for each large block, time a learner waits
+    (``python bench/bench_heap.py`` measures both).
 
-    Called once, when ftkit is imported. Returns whether it set the
-    threshold: not without glibc, not when ``MALLOC_MMAP_THRESHOLD_`` is in
-    the environment (glibc has applied the user's value), and not when
-    ``FTKIT_MMAP_THRESHOLD=0`` (glibc's own dynamic threshold: faster, and
-    the heap creeps); another ``FTKIT_MMAP_THRESHOLD`` is the threshold in
-    bytes.
+    So ftkit pays it only where memory is scarce: when the machine or the
+    process's cgroup has at most 4 GiB (Binder gives 2 GB), it fixes the
+    threshold at 1 MiB; elsewhere glibc keeps its own. ``FTKIT_MMAP_THRESHOLD``
+    decides instead (bytes; 0 keeps glibc's), and a ``MALLOC_MMAP_THRESHOLD_``
+    the user set is left alone. Called once, when ftkit is imported. Returns
+    whether it set a threshold (never without glibc).
     """
-    wanted = os.environ.get("FTKIT_MMAP_THRESHOLD", str(LARGE_BLOCK_BYTES))
-    if not wanted.isdigit():
-        raise ValueError(f"FTKIT_MMAP_THRESHOLD={wanted!r} is not a number of bytes: use e.g. 1048576 (ftkit's "
-                         "default), or 0 to keep glibc's dynamic mmap threshold")
+    threshold = chosen_mmap_threshold(dict(os.environ), memory_limit_bytes())
     libc = _glibc()
-    if libc is None or "MALLOC_MMAP_THRESHOLD_" in os.environ or int(wanted) == 0:
+    if libc is None or threshold == 0:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(wanted)))
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def release_freed_memory() -> None:
