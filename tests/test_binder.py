@@ -34,6 +34,7 @@ def test_repo2docker_accepts_binder_folder(tmp_path):
     pip = out.index('pip install --no-cache-dir -r "binder/requirements.txt"')
     post = out.index("RUN ./binder/postBuild")
     assert copy < pip < post, "the repository must be in place before `-e .` and postBuild"
+    assert "binder/start" in out, "repo2docker did not pick up binder/start (Binder's heap setting)"
 
 
 def test_binder_files_say_what_a_binder_user_gets():
@@ -43,3 +44,13 @@ def test_binder_files_say_what_a_binder_user_gets():
     assert (BINDER / "runtime.txt").read_text().strip() == "python-3.11"
     post = (BINDER / "postBuild").read_text()
     assert "--no-deps -r requirements-nodeps.txt" in post and "scripts/lab_settings.py" in post
+
+
+def test_binder_start_gives_kernels_the_small_machine_heap_setting():
+    probe = [sys.executable, "-c", "import os; print(os.environ['FTKIT_MMAP_THRESHOLD'])"]
+    env = {"PATH": "/usr/bin:/bin"}
+    done = subprocess.run([str(BINDER / "start"), *probe], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "1048576", done.stderr
+    mine = subprocess.run([str(BINDER / "start"), *probe], capture_output=True, text=True, timeout=60,
+                          env={**env, "FTKIT_MMAP_THRESHOLD": "0"})
+    assert mine.stdout.strip() == "0", "a user's own FTKIT_MMAP_THRESHOLD must win"

@@ -1,5 +1,5 @@
 """Small helpers shared by every ftkit module: addressing modules by
-qualified name, seeding, devices, atomic file writes.
+qualified name, seeding, devices, atomic file writes, glibc's heap.
 
 Kept private (underscore) because they are plumbing, not lessons.
 """
