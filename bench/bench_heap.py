@@ -26,17 +26,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import fmt, load, machine, write_json  # noqa: E402
+from ftkit.core.torchutil import LARGE_BLOCK_BYTES  # noqa: E402
 
-SETTINGS = {"ftkit": {"FTKIT_MMAP_THRESHOLD": "1048576"}, "glibc": {"FTKIT_MMAP_THRESHOLD": "0"}}
+SETTINGS = {"ftkit": {"FTKIT_MMAP_THRESHOLD": str(LARGE_BLOCK_BYTES)}, "glibc": {"FTKIT_MMAP_THRESHOLD": "0"}}
 
 CHILD = r"""
-import json, sys, threading, time
+import json, os, sys, threading, time
 import torch
+from bench.bench_notebooks import _anon_kb  # the notebooks' memory column measures the same
 from ftkit.core.torchutil import map_large_blocks_apart
 from ftkit.lab.scenarios import ScenarioConfig, run_scenarios
 
 def anon_mb():
-    return [int(line.split()[1]) // 1024 for line in open("/proc/self/status") if line.startswith("RssAnon")][0]
+    return _anon_kb(os.getpid()) // 1024
 
 peak = [anon_mb()]
 def poll():

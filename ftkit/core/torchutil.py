@@ -13,7 +13,7 @@ import random
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -137,7 +137,7 @@ def memory_limit_bytes() -> int | None:
     return min(limits) if limits else None
 
 
-def chosen_mmap_threshold(environ: dict[str, str], limit: int | None) -> int:
+def chosen_mmap_threshold(environ: Mapping[str, str], limit: int | None) -> int:
     """The mmap threshold ftkit sets, in bytes; 0 leaves glibc's own. See ``map_large_blocks_apart``."""
     if "FTKIT_MMAP_THRESHOLD" in environ:
         wanted = environ["FTKIT_MMAP_THRESHOLD"]
@@ -172,7 +172,7 @@ def map_large_blocks_apart() -> bool:
     the user set is left alone. Called once, when ftkit is imported. Returns
     whether it set a threshold (never without glibc).
     """
-    threshold = chosen_mmap_threshold(dict(os.environ), memory_limit_bytes())
+    threshold = chosen_mmap_threshold(os.environ, memory_limit_bytes())
     libc = _glibc()
     if libc is None or threshold == 0:
         return False
